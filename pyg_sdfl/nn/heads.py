@@ -1,0 +1,410 @@
+"""Regression heads: backbone map ``(B, C, H, W)`` -> raw landmark outputs ``(B, N, 2)``.
+
+Every head has the constructor ``Head(in_channels, feature_size, num_points, edge_index, **options)``
+(so a Hydra config can instantiate any of them) and ``forward(features)``. Outputs are raw: the
+model maps them to pixels; targets are expected roughly in ``[-1, 1]`` and the last layer is
+initialised so that outputs start near 0.
+
+* :class:`SDFLHead` - the paper's L-GRN (Fig. 5): map-to-node, dynamic edge weights, then
+  ``DynamicGraphConv-BN-ReLU``, ``num_blocks`` residual graph blocks, and a final
+  ``DynamicGraphConv`` to 2 coordinates (no BN/ReLU).
+* :class:`PyGLayerHead` - the same structure with any PyG conv from :data:`GRAPH_LAYERS`.
+* :class:`FCHead` - the FC baseline: flatten -> ``hidden`` + ReLU -> ``2N``.
+
+Graph heads take ``forward(features, return_intermediates=True)`` and then also return a dict
+with ``"nodes_map_to_node"`` ``(B, N, I)``, ``"nodes_input"`` ``(B, N, F)``,
+``"nodes_block_{b}"`` ``(B, N, F)`` after each residual block, and for SDFL ``"edge_logits"``
+and ``"alpha"`` ``(B, E)`` (per-face attention, edges in ``edge_index`` order).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, GraphConv, SAGEConv, TransformerConv
+
+from pyg_sdfl.graph.batching import GraphBatcher
+from pyg_sdfl.graph.mining import LandmarkGraph
+from pyg_sdfl.nn.dynamic_graph_conv import SOFTMAX_OVER, DynamicGraphConv, edge_softmax
+from pyg_sdfl.nn.edge_weighting import EdgeWeighting
+from pyg_sdfl.nn.map_to_node import MapToNode
+
+__all__ = [
+    "SDFLHead",
+    "PyGLayerHead",
+    "FCHead",
+    "GRAPH_LAYERS",
+    "HEADS",
+    "make_graph_layer",
+    "register_graph_layer",
+    "GraphConvBNReLU",
+    "ResidualGraphBlock",
+]
+
+OUTPUT_INIT_SCALE = 1e-3
+
+
+# ----------------------------------------------------------------------------- PyG layer registry
+def _mean_over_heads(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Factory for multi-head attention layers whose output size must not depend on ``heads``."""
+
+    @functools.wraps(cls)
+    def make(in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+        kwargs.setdefault("concat", False)
+        return cls(in_channels, out_channels, **kwargs)
+
+    return make
+
+
+#: name -> factory ``(in_channels, out_channels, **kwargs) -> MessagePassing`` called as ``layer(x, edge_index)``.
+#: Adding a layer is one entry here (or one :func:`register_graph_layer` call).
+GRAPH_LAYERS: Dict[str, Callable[..., nn.Module]] = {
+    "gcn": GCNConv,
+    "gat": _mean_over_heads(GATConv),
+    "gatv2": _mean_over_heads(GATv2Conv),
+    "sage": SAGEConv,
+    "transformer": _mean_over_heads(TransformerConv),
+    "graphconv": GraphConv,
+}
+
+
+def register_graph_layer(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Add a PyG layer to :data:`GRAPH_LAYERS` (``factory(in_channels, out_channels, **kw)``)."""
+    if name in GRAPH_LAYERS:
+        raise ValueError(f"graph layer {name!r} is already registered")
+    GRAPH_LAYERS[name] = factory
+
+
+def make_graph_layer(name: str, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+    """Instantiate a registered PyG layer; unknown names raise ``KeyError`` listing the known ones."""
+    try:
+        factory = GRAPH_LAYERS[name]
+    except KeyError:
+        raise KeyError(f"unknown graph layer {name!r}; known: {sorted(GRAPH_LAYERS)}") from None
+    return factory(in_channels, out_channels, **kwargs)
+
+
+# ----------------------------------------------------------------------------- building blocks
+class GraphConvBNReLU(nn.Module):
+    """``conv(x, *graph_args) -> BatchNorm1d -> ReLU`` on node features ``(|V|, F)``."""
+
+    def __init__(self, conv: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.conv = conv
+        self.norm = nn.BatchNorm1d(channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor, *graph_args: Tensor) -> Tensor:
+        return self.act(self.norm(self.conv(x, *graph_args)))
+
+
+class ResidualGraphBlock(nn.Module):
+    """Two ``GraphConv-BN-ReLU`` plus the identity: ``x + f2(f1(x))``."""
+
+    def __init__(self, conv1: nn.Module, conv2: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.block1 = GraphConvBNReLU(conv1, channels)
+        self.block2 = GraphConvBNReLU(conv2, channels)
+
+    def forward(self, x: Tensor, *graph_args: Tensor) -> Tensor:
+        return x + self.block2(self.block1(x, *graph_args), *graph_args)
+
+
+@torch.no_grad()
+def _shrink_output_layer(module: nn.Module, scale: float = OUTPUT_INIT_SCALE) -> None:
+    """Scale the weights of the coordinate layer by ``scale`` and zero its biases: outputs start near 0."""
+    for name, p in module.named_parameters():
+        if name.endswith("bias"):
+            p.zero_()
+        else:
+            p.mul_(scale)
+
+
+def _check_feature_size(feature_size: Sequence[int]) -> Tuple[int, int]:
+    try:
+        h, w = (int(v) for v in feature_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"feature_size must be (H, W); got {feature_size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"feature_size must be positive; got {(h, w)}")
+    return h, w
+
+
+def _check_features(features: Tensor, in_channels: int, feature_size: Tuple[int, int], who: str) -> None:
+    if not isinstance(features, Tensor) or features.dim() != 4:
+        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"{who} expects features (B, C, H, W); got {shape}")
+    if features.shape[1] != in_channels or tuple(features.shape[2:]) != feature_size:
+        raise ValueError(
+            f"{who} was built for features (B, {in_channels}, {feature_size[0]}, {feature_size[1]}); "
+            f"got {tuple(features.shape)}"
+        )
+
+
+def _check_edge_index(edge_index: Union[Tensor, LandmarkGraph, None], num_points: int, who: str) -> Tensor:
+    if edge_index is None:
+        raise ValueError(
+            f"{who} needs a landmark graph: pass edge_index (2, E), e.g. pyg_sdfl.graph.mine_graph(train_landmarks).edge_index"
+        )
+    if isinstance(edge_index, LandmarkGraph):
+        if edge_index.num_nodes != num_points:
+            raise ValueError(
+                f"{who}: the graph has {edge_index.num_nodes} nodes but num_points={num_points} (wrong landmark scheme?)"
+            )
+        edge_index = edge_index.edge_index
+    ei = torch.as_tensor(edge_index)
+    if ei.dim() != 2 or ei.shape[0] != 2 or ei.shape[1] < 1:
+        raise ValueError(f"{who}: edge_index must be a non-empty (2, E) tensor; got shape {tuple(ei.shape)}")
+    if ei.dtype.is_floating_point or ei.dtype == torch.bool:
+        raise ValueError(f"{who}: edge_index must hold integer node ids; got {ei.dtype}")
+    ei = ei.long()
+    if int(ei.min()) < 0 or int(ei.max()) >= num_points:
+        raise ValueError(
+            f"{who}: edge_index refers to node {int(ei.max())} but num_points={num_points} "
+            "(the graph does not match the landmark scheme)"
+        )
+    return ei.contiguous()
+
+
+# ----------------------------------------------------------------------------- graph heads
+class _GraphHead(nn.Module):
+    """Shared structure: map-to-node -> conv-BN-ReLU -> residual blocks -> conv to 2 coordinates."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        feature_size: Sequence[int],
+        num_points: int,
+        edge_index: Union[Tensor, LandmarkGraph, None],
+        nodes_per_point: int = 4,
+        hidden: int = 128,
+        num_blocks: int = 4,
+        map_hidden: int = 256,
+        map_kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        who = type(self).__name__
+        if int(num_points) < 2:
+            raise ValueError(f"{who}: num_points must be >= 2; got {num_points}")
+        if int(num_blocks) < 0 or int(hidden) < 1:
+            raise ValueError(f"{who}: need num_blocks >= 0 and hidden >= 1; got {num_blocks}, {hidden}")
+        self.in_channels = int(in_channels)
+        self.feature_size = _check_feature_size(feature_size)
+        self.num_points = int(num_points)
+        self.hidden = int(hidden)
+        self.num_blocks = int(num_blocks)
+        self.register_buffer("edge_index", _check_edge_index(edge_index, self.num_points, who))
+        self.num_edges = int(self.edge_index.shape[1])
+        self.map_to_node = MapToNode(self.in_channels, self.num_points, nodes_per_point, map_hidden, map_kernel_size)
+        self.node_features = self.map_to_node.node_features(self.feature_size)
+        self._batcher: Optional[GraphBatcher] = None
+
+    def _build_layers(self, make_conv: Callable[[int, int], nn.Module]) -> None:
+        f = self.hidden
+        self.input_block = GraphConvBNReLU(make_conv(self.node_features, f), f)
+        self.blocks = nn.ModuleList(
+            ResidualGraphBlock(make_conv(f, f), make_conv(f, f), f) for _ in range(self.num_blocks)
+        )
+        self.output_conv = make_conv(f, 2)
+        _shrink_output_layer(self.output_conv)
+
+    # The batched edge_index is cached per (B, device); drop the cache whenever the buffer changes.
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+        self._batcher = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[override]
+        self._batcher = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def batcher(self) -> GraphBatcher:
+        if self._batcher is None:
+            self._batcher = GraphBatcher(self.edge_index, self.num_points)
+        return self._batcher
+
+    def _run_layers(
+        self, nodes: Tensor, graph_args: Tuple[Tensor, ...], inter: Optional[Dict[str, Tensor]]
+    ) -> Tensor:
+        b, n = nodes.shape[0], self.num_points
+        x = self.input_block(nodes.reshape(b * n, -1), *graph_args)
+        if inter is not None:
+            inter["nodes_input"] = x.view(b, n, -1)
+        for i, block in enumerate(self.blocks):
+            x = block(x, *graph_args)
+            if inter is not None:
+                inter[f"nodes_block_{i}"] = x.view(b, n, -1)
+        return self.output_conv(x, *graph_args).view(b, n, 2)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, feature_size={self.feature_size}, num_points={self.num_points}, "
+            f"num_edges={self.num_edges}, node_features={self.node_features}, hidden={self.hidden}"
+        )
+
+
+class SDFLHead(_GraphHead):
+    r"""The SDFL landmark-graph relational network (L-GRN, paper Fig. 5).
+
+    ``features (B, C, H, W)`` -> :class:`MapToNode` -> nodes ``(B, N, I)`` with ``I = n*H*W`` and
+    maps ``(B, N*n, H, W)`` -> :class:`EdgeWeighting` -> logits ``(B, E)`` -> on the disjoint union
+    of the B face graphs: ``DynamicGraphConv(I, F)-BN-ReLU``, ``num_blocks`` residual blocks of two
+    ``DynamicGraphConv(F, F)-BN-ReLU`` plus identity, ``DynamicGraphConv(F, 2)`` -> ``(B, N, 2)``.
+    All layers share the face's attention :math:`\alpha` (softmax of its logits over each
+    node's incoming edges).
+
+    Args:
+        in_channels, feature_size, num_points, edge_index: see the module docstring.
+        nodes_per_point: ``n`` (paper: 4).
+        hidden: ``F`` (paper: 128).
+        num_blocks: residual graph blocks (paper: 4).
+        dynamic: ``False`` = binary adjacency (all logits 1 -> uniform weights), the paper's ablation.
+        softmax_over: ``"target"`` (paper) or ``"source"`` (authors' released code).
+        map_hidden, map_kernel_size: of the map-to-node blocks.
+        edge_hidden: width of the edge-weighting FC (default ``N*n // 2``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        feature_size: Sequence[int],
+        num_points: int,
+        edge_index: Union[Tensor, LandmarkGraph, None],
+        nodes_per_point: int = 4,
+        hidden: int = 128,
+        num_blocks: int = 4,
+        dynamic: bool = True,
+        softmax_over: str = "target",
+        map_hidden: int = 256,
+        map_kernel_size: int = 3,
+        edge_hidden: Optional[int] = None,
+    ) -> None:
+        super().__init__(
+            in_channels, feature_size, num_points, edge_index, nodes_per_point, hidden, num_blocks,
+            map_hidden, map_kernel_size,
+        )
+        if softmax_over not in SOFTMAX_OVER:
+            raise ValueError(f"SDFLHead: softmax_over must be one of {SOFTMAX_OVER}; got {softmax_over!r}")
+        self.dynamic = bool(dynamic)
+        self.softmax_over = softmax_over
+        self.edge_weighting = EdgeWeighting(
+            self.map_to_node.out_channels, self.num_edges, edge_hidden, dynamic=self.dynamic
+        )
+        self._build_layers(lambda i, o: DynamicGraphConv(i, o, softmax_over=softmax_over))
+
+    def forward(
+        self, features: Tensor, return_intermediates: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
+        _check_features(features, self.in_channels, self.feature_size, "SDFLHead")
+        b = features.shape[0]
+        nodes, maps = self.map_to_node(features)
+        logits = self.edge_weighting(maps)  # (B, E)
+        edge_index = self.batcher.batched_edge_index(b, features.device)
+        flat_logits = logits.reshape(-1)  # face-major, matches the batched edge order
+        inter: Optional[Dict[str, Tensor]] = {"nodes_map_to_node": nodes} if return_intermediates else None
+        coords = self._run_layers(nodes, (edge_index, flat_logits), inter)
+        if inter is None:
+            return coords
+        alpha = edge_softmax(flat_logits, edge_index, b * self.num_points, self.softmax_over)
+        inter["edge_logits"] = logits
+        inter["alpha"] = alpha.view(b, self.num_edges)
+        return coords, inter
+
+
+class PyGLayerHead(_GraphHead):
+    """The L-GRN structure with a stock PyG conv instead of :class:`DynamicGraphConv`.
+
+    No dynamic edge weights: attention layers (GAT, GATv2, Transformer) use their own attention.
+
+    Args:
+        layer: a key of :data:`GRAPH_LAYERS` (``"gcn"``, ``"gat"``, ``"gatv2"``, ``"sage"``,
+            ``"transformer"``, ``"graphconv"``).
+        layer_kwargs: extra constructor arguments for every conv (e.g. ``{"heads": 4}``).
+        other arguments: as :class:`SDFLHead`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        feature_size: Sequence[int],
+        num_points: int,
+        edge_index: Union[Tensor, LandmarkGraph, None],
+        layer: str = "gcn",
+        layer_kwargs: Optional[Mapping[str, Any]] = None,
+        nodes_per_point: int = 4,
+        hidden: int = 128,
+        num_blocks: int = 4,
+        map_hidden: int = 256,
+        map_kernel_size: int = 3,
+    ) -> None:
+        if layer not in GRAPH_LAYERS:
+            raise KeyError(f"unknown graph layer {layer!r}; known: {sorted(GRAPH_LAYERS)}")
+        super().__init__(
+            in_channels, feature_size, num_points, edge_index, nodes_per_point, hidden, num_blocks,
+            map_hidden, map_kernel_size,
+        )
+        self.layer = layer
+        kwargs = dict(layer_kwargs or {})
+        self._build_layers(lambda i, o: make_graph_layer(layer, i, o, **kwargs))
+
+    def forward(
+        self, features: Tensor, return_intermediates: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
+        _check_features(features, self.in_channels, self.feature_size, "PyGLayerHead")
+        b = features.shape[0]
+        nodes, _ = self.map_to_node(features)
+        edge_index = self.batcher.batched_edge_index(b, features.device)
+        inter: Optional[Dict[str, Tensor]] = {"nodes_map_to_node": nodes} if return_intermediates else None
+        coords = self._run_layers(nodes, (edge_index,), inter)
+        return coords if inter is None else (coords, inter)
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer!r}, " + super().extra_repr()
+
+
+# ----------------------------------------------------------------------------- FC baseline
+class FCHead(nn.Module):
+    """FC baseline: flatten ``(B, C*H*W)`` -> Linear(``hidden``) -> ReLU -> Linear(``2N``) -> ``(B, N, 2)``.
+
+    ``edge_index`` is accepted for a uniform constructor and ignored.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        feature_size: Sequence[int],
+        num_points: int,
+        edge_index: Union[Tensor, LandmarkGraph, None] = None,
+        hidden: int = 256,
+    ) -> None:
+        super().__init__()
+        if int(num_points) < 1 or int(hidden) < 1 or int(in_channels) < 1:
+            raise ValueError(
+                f"FCHead: in_channels, num_points and hidden must be positive; got {in_channels}, {num_points}, {hidden}"
+            )
+        self.in_channels = int(in_channels)
+        self.feature_size = _check_feature_size(feature_size)
+        self.num_points = int(num_points)
+        self.hidden = int(hidden)
+        flat = self.in_channels * self.feature_size[0] * self.feature_size[1]
+        self.fc1 = nn.Linear(flat, self.hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(self.hidden, 2 * self.num_points)
+        _shrink_output_layer(self.fc2)
+
+    def forward(
+        self, features: Tensor, return_intermediates: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
+        _check_features(features, self.in_channels, self.feature_size, "FCHead")
+        hidden = self.act(self.fc1(features.flatten(1)))
+        coords = self.fc2(hidden).view(-1, self.num_points, 2)
+        return (coords, {"hidden": hidden}) if return_intermediates else coords
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, feature_size={self.feature_size}, num_points={self.num_points}"
+
+
+#: name -> head class, for configs: ``HEADS[name](in_channels, feature_size, num_points, edge_index, **opts)``.
+HEADS: Dict[str, type] = {"sdfl": SDFLHead, "fc": FCHead, "pyg": PyGLayerHead}
