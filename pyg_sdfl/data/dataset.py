@@ -1,0 +1,301 @@
+"""Torch dataset: face samples -> normalised crops and crop-pixel landmarks.
+
+Bad images. At construction every file image gets a cheap header check (PIL reads the header,
+no pixel decoding: well under a millisecond per file), and in-memory arrays a shape/dtype check;
+with ``cache_images=True`` every image is fully decoded instead. Faces that fail are dropped
+(``on_bad_image="skip"``: one warning with the count, :attr:`LandmarkDataset.skipped`) or
+raise :class:`~pyg_sdfl.data.sample.ImageLoadError` (``"fail"``). Damage the header check cannot
+see (a file truncated mid-pixels, a callable that raises) shows up in ``__getitem__``: with
+"skip" the face is marked bad, a warning is logged, and the next readable face (index + 1,
++ 2, ... cyclically) is returned in its place, so a DataLoader never stops mid-epoch; the
+returned ``"index"`` is the face actually returned. The marks live in shared memory, so
+:attr:`skipped` counts failures seen in DataLoader worker processes too.
+
+OpenCV threads. Many small warps parallelise better across DataLoader workers than inside
+OpenCV, and OpenCV's threads would compete with torch's on small machines, so the dataset
+switches OpenCV to one thread (``cv2.setNumThreads(1)``, process-wide) in the process that builds
+it, and in spawned workers. It never calls it in a *forked* process: ``setNumThreads`` in a child
+forked while the parent's OpenCV thread pool was active deadlocks (observed with OpenCV 5.0);
+forked workers inherit the parent's single-thread setting instead.
+
+Augmentation randomness comes from ``np.random.default_rng([seed, epoch, index])``: reproducible,
+independent of worker count and order, and different every epoch (:meth:`set_epoch`; the epoch
+also lives in shared memory, so it reaches persistent workers).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pyg_sdfl.data.sample import FaceSample, ImageLoadError, as_rgb_uint8, check_points, probe_image
+from pyg_sdfl.data.transforms import (
+    AugmentConfig,
+    AugmentParams,
+    build_affine,
+    crop_box_from_landmarks,
+    denormalise_image,
+    normalise_image,
+    paint_occlusion,
+    warp_sample,
+)
+from pyg_sdfl.schemes import LandmarkScheme, get_scheme
+
+__all__ = [
+    "LandmarkDataset",
+    "crop_landmarks",
+    "denormalise_image",
+    "mean_shape",
+    "single_threaded_opencv",
+    "worker_init_fn",
+]
+
+log = logging.getLogger(__name__)
+
+_NO_AUGMENT = AugmentParams()
+_IMPORT_PID = os.getpid()  # differs from os.getpid() in a process forked after this import
+_opencv_configured = False
+
+
+def single_threaded_opencv() -> None:
+    """``cv2.setNumThreads(1)`` once per process, except in processes forked after this module
+    was imported (they inherit the setting; calling it there can deadlock)."""
+    global _opencv_configured
+    if _opencv_configured:
+        return
+    _opencv_configured = True
+    if os.getpid() == _IMPORT_PID:
+        cv2.setNumThreads(1)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` (optional: the dataset does the same on its first item)."""
+    single_threaded_opencv()
+
+
+def crop_landmarks(landmarks: np.ndarray, image_size: int = 256, crop_scale: float = 1.2) -> np.ndarray:
+    """Landmarks ``(N, 2)`` mapped into their own evaluation crop (no augmentation), float64."""
+    cx, cy, side = crop_box_from_landmarks(landmarks, crop_scale)
+    M = build_affine((cx, cy), side, image_size)
+    pts = np.asarray(landmarks, dtype=np.float64)
+    return pts @ M[:, :2].T + M[:, 2]
+
+
+def mean_shape(
+    samples: Union[Sequence[FaceSample], np.ndarray], image_size: int = 256, crop_scale: float = 1.2
+) -> np.ndarray:
+    """Mean landmark shape ``(N, 2)`` in crop pixels: the average of every face's landmarks
+    mapped into its own ``image_size`` crop (``crop_scale`` x the landmark box). Accepts samples
+    or a ``(M, N, 2)`` array. Needs no images."""
+    if isinstance(samples, np.ndarray):
+        shapes = samples
+        if shapes.ndim != 3 or shapes.shape[-1] != 2:
+            raise ValueError(f"landmarks must have shape (M, N, 2), got {shapes.shape}")
+    else:
+        if len(samples) == 0:
+            raise ValueError("mean_shape needs at least one sample")
+        counts = {s.landmarks.shape[0] for s in samples}
+        if len(counts) != 1:
+            raise ValueError(f"samples have different numbers of landmarks: {sorted(counts)}")
+        shapes = [s.landmarks for s in samples]
+    if len(shapes) == 0:
+        raise ValueError("mean_shape needs at least one sample")
+    return np.mean([crop_landmarks(p, image_size, crop_scale) for p in shapes], axis=0)
+
+
+class LandmarkDataset(Dataset):
+    """Crops of annotated faces, optionally augmented.
+
+    Item ``i`` is a dict:
+        ``"image"``: float32 ``(3, S, S)``, ImageNet-normalised RGB;
+        ``"landmarks"``: float32 ``(N, 2)`` in crop pixels (0-based pixel centres);
+        ``"matrix"``: float32 ``(2, 3)`` original -> crop (invert it to map predictions back);
+        ``"index"``: int, the position in :attr:`samples` of the face returned.
+
+    Args:
+        samples: the faces; all must match ``scheme`` (checked here, naming the bad sample).
+        scheme: landmark scheme (name or object); gives N and the flip permutation.
+        image_size: S, the crop side in pixels.
+        crop_scale: the square crop's side over the landmark box's longer side.
+        augment: training augmentation, or ``None`` for plain crops.
+        seed: base of the per-item random generators (>= 0).
+        on_bad_image: ``"skip"`` or ``"fail"`` (see the module docstring).
+        cache_images: decode every image once here and keep it in memory.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[FaceSample],
+        scheme: Union[str, LandmarkScheme],
+        image_size: int = 256,
+        crop_scale: float = 1.2,
+        augment: Optional[AugmentConfig] = None,
+        seed: int = 0,
+        on_bad_image: str = "skip",
+        cache_images: bool = False,
+    ) -> None:
+        self.scheme = get_scheme(scheme)
+        if on_bad_image not in ("skip", "fail"):
+            raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
+        if int(image_size) != image_size or image_size <= 0:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if augment is not None and not isinstance(augment, AugmentConfig):
+            raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
+        samples = list(samples)
+        if not samples:
+            raise ValueError("LandmarkDataset: the sample list is empty")
+        self.image_size = int(image_size)
+        self.crop_scale = float(crop_scale)
+        self.augment = augment
+        self.seed = int(seed)
+        self.on_bad_image = on_bad_image
+        self.cache_images = bool(cache_images)
+        self._flip_perm = np.asarray(self.scheme.flip_permutation, dtype=np.int64)
+        single_threaded_opencv()
+
+        boxes = [self._validate(i, s) for i, s in enumerate(samples)]
+        images, bad = self._check_images(samples)
+        if bad:
+            examples = "; ".join(f"sample {i} ({samples[i].name!r}): {reason}" for i, reason in bad[:3])
+            if on_bad_image == "fail":
+                raise ImageLoadError(
+                    f"{len(bad)} of {len(samples)} images cannot be read (e.g. {examples}); "
+                    "pass on_bad_image='skip' to drop them"
+                )
+            log.warning("skipping %d of %d faces whose image cannot be read (e.g. %s)", len(bad), len(samples), examples)
+        bad_set = {i for i, _ in bad}
+        keep = [i for i in range(len(samples)) if i not in bad_set]
+        if not keep:
+            raise ValueError(f"LandmarkDataset: none of the {len(samples)} images can be read; the dataset is empty")
+        self.samples: List[FaceSample] = [samples[i] for i in keep]
+        self.kept_indices = np.asarray(keep, dtype=np.int64)
+        self._boxes = np.asarray([boxes[i] for i in keep], dtype=np.float64)
+        self._images = [images[i] for i in keep] if images is not None else None
+        self._dropped = len(bad)
+        # Shared memory: visible to (and writable by) DataLoader workers, persistent ones included.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._failed = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
+
+    # -- construction helpers -------------------------------------------------------------
+    def _validate(self, i: int, sample: FaceSample) -> Tuple[float, float, float]:
+        if not isinstance(sample, FaceSample):
+            raise TypeError(f"sample {i} is a {type(sample).__name__}, not a FaceSample")
+        where = f"sample {i} ({sample.name!r})"
+        found = np.shape(sample.landmarks)
+        if len(found) != 2 or found[0] != self.scheme.num_points:
+            raise ValueError(
+                f"{where} has landmarks of shape {found}, but scheme {self.scheme.name!r} has "
+                f"{self.scheme.num_points} points: the scheme does not match the data"
+            )
+        check_points(sample.landmarks, where, self.scheme.num_points)
+        try:
+            return crop_box_from_landmarks(sample.landmarks, self.crop_scale)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    def _check_images(self, samples: List[FaceSample]) -> Tuple[Optional[list], List[Tuple[int, str]]]:
+        bad: List[Tuple[int, str]] = []
+        images: Optional[list] = [None] * len(samples) if self.cache_images else None
+        for i, s in enumerate(samples):
+            try:
+                if self.cache_images:
+                    images[i] = s.load_image()
+                elif isinstance(s.image, Path):
+                    probe_image(s.image)
+                elif isinstance(s.image, np.ndarray):
+                    as_rgb_uint8(s.image, f"sample {i} ({s.name!r})")
+            except ImageLoadError as exc:
+                bad.append((i, str(exc)))
+        return images, bad
+
+    # -- public API -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (call before iterating each epoch)."""
+        if int(epoch) != epoch or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    @property
+    def skipped(self) -> int:
+        """Faces dropped at construction plus faces whose image failed to load since."""
+        return self._dropped + int(self._failed.sum().item())
+
+    def crop_matrix(self, index: int, params: AugmentParams = _NO_AUGMENT) -> np.ndarray:
+        """The ``(2, 3)`` float64 original -> crop matrix of face ``index`` under ``params``."""
+        cx, cy, side = self._boxes[index]
+        return build_affine(
+            (cx, cy), side, self.image_size, rotation_deg=params.rotation_deg, scale=params.scale,
+            shift=params.shift, flip=params.flip,
+        )
+
+    def augment_params(self, index: int, epoch: Optional[int] = None) -> AugmentParams:
+        """The augmentation draw of face ``index`` in ``epoch`` (default: the current epoch)."""
+        if self.augment is None:
+            return _NO_AUGMENT
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng([self.seed, epoch, int(index)])
+        return self.augment.sample(rng, self.image_size)
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        single_threaded_opencv()
+        n = len(self.samples)
+        index = int(index)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} faces")
+        index %= n
+        image, index = self._load_with_fallback(index)
+        params = self.augment_params(index)
+        M = self.crop_matrix(index, params)
+        crop, landmarks = warp_sample(image, self.samples[index].landmarks, M, self.image_size, self._flip_perm)
+        if params.occlusion_box is not None:
+            paint_occlusion(crop, params.occlusion_box, params.occlusion_colour)
+        return {
+            "image": torch.from_numpy(normalise_image(crop)),
+            "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
+            "matrix": torch.from_numpy(M.astype(np.float32)),
+            "index": index,
+        }
+
+    def _load(self, index: int) -> np.ndarray:
+        if self._images is not None:
+            return self._images[index]
+        return self.samples[index].load_image()
+
+    def _load_with_fallback(self, index: int) -> Tuple[np.ndarray, int]:
+        n = len(self.samples)
+        for step in range(n):
+            j = (index + step) % n
+            if self._failed[j]:
+                continue
+            try:
+                return self._load(j), j
+            except ImageLoadError as exc:
+                if self.on_bad_image == "fail":
+                    raise
+                self._failed[j] = True
+                log.warning(
+                    "image of face %d (%r) failed to load, using the next readable face instead "
+                    "(%d faces skipped so far): %s", j, self.samples[j].name, self.skipped, exc,
+                )
+        raise ImageLoadError(f"none of the {n} images of this dataset can be loaded")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({len(self)} faces, scheme={self.scheme.name!r}, image_size={self.image_size}, "
+            f"crop_scale={self.crop_scale}, augment={self.augment is not None}, skipped={self.skipped})"
+        )

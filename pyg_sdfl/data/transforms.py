@@ -1,0 +1,299 @@
+"""Crops and augmentation as one affine map per face.
+
+Every geometric step (crop, resize, rotation, scale, translation, mirror) is folded into a
+single ``(2, 3)`` matrix ``M`` from original-image pixel centres to crop pixel centres; the
+image is resampled once (``cv2.warpAffine``, bilinear) and the landmarks are mapped with the same
+``M``. The crop square of side ``side`` centred on ``c`` fills the ``S x S`` output exactly:
+its edges ``c +- side / 2`` land on the output's outer pixel edges ``-0.5`` and ``S - 0.5``.
+
+    k = scale * S / side
+    R = [[cos a, sin a], [-sin a, cos a]]          (a > 0 turns the face counter-clockwise on screen)
+    F = diag(-1, 1) if flip else I                 (mirror about the output's vertical centre line)
+    p' = F k R (p - c) + (S - 1) / 2 + shift
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AugmentConfig",
+    "AugmentParams",
+    "crop_box_from_landmarks",
+    "build_affine",
+    "apply_affine",
+    "invert_affine",
+    "flip_landmarks",
+    "warp_sample",
+    "sample_occlusion",
+    "paint_occlusion",
+    "random_occlusion",
+    "normalise_image",
+    "denormalise_image",
+]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _check_matrix(M: np.ndarray) -> np.ndarray:
+    M = np.asarray(M, dtype=np.float64)
+    if M.shape != (2, 3):
+        raise ValueError(f"affine matrix must have shape (2, 3), got {M.shape}")
+    if not np.isfinite(M).all():
+        raise ValueError("affine matrix has non-finite entries")
+    return M
+
+
+def crop_box_from_landmarks(landmarks: np.ndarray, scale: float = 1.2) -> Tuple[float, float, float]:
+    """Square crop around the landmarks' bounding box: ``(cx, cy, side)``.
+
+    ``(cx, cy)`` is the centre of the tight landmark box and ``side = scale * max(width, height)``
+    (the paper's protocol: 1.2x). ``landmarks`` is ``(N, 2)``.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
+        raise ValueError(f"landmarks must have shape (N, 2) with N > 0, got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("landmarks contain NaN or infinite coordinates")
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"crop scale must be a positive number, got {scale!r}") from None
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"crop scale must be a positive number, got {scale!r}")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    side = float(scale * (hi - lo).max())
+    if side <= 0:
+        raise ValueError("landmarks are all at one point: the crop box has zero size")
+    cx, cy = (lo + hi) / 2.0
+    return float(cx), float(cy), side
+
+
+def build_affine(
+    center: Sequence[float],
+    side: float,
+    out_size: int,
+    rotation_deg: float = 0.0,
+    scale: float = 1.0,
+    shift: Sequence[float] = (0.0, 0.0),
+    flip: bool = False,
+) -> np.ndarray:
+    """The ``(2, 3)`` float64 matrix mapping original pixel centres to crop pixel centres.
+
+    See the module docstring for the formula. ``scale > 1`` zooms in (the face grows),
+    ``shift`` is in output pixels, ``flip`` mirrors the output horizontally (landmark indices must
+    then be permuted: :func:`warp_sample` does it).
+    """
+    if not (side > 0 and math.isfinite(side)):
+        raise ValueError(f"crop side must be positive and finite, got {side!r}")
+    if int(out_size) != out_size or out_size <= 0:
+        raise ValueError(f"out_size must be a positive integer, got {out_size!r}")
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"scale must be positive and finite, got {scale!r}")
+    c = np.asarray(center, dtype=np.float64).reshape(-1)
+    t = np.asarray(shift, dtype=np.float64).reshape(-1)
+    if c.shape != (2,) or t.shape != (2,) or not (np.isfinite(c).all() and np.isfinite(t).all()):
+        raise ValueError(f"center and shift must be 2 finite numbers, got {center!r} and {shift!r}")
+    a = math.radians(rotation_deg)
+    k = scale * out_size / side
+    A = k * np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+    if flip:
+        A[0] = -A[0]
+    offset = (out_size - 1) / 2.0 + t - A @ c
+    return np.concatenate([A, offset[:, None]], axis=1)
+
+
+def apply_affine(points: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """``p' = M[:, :2] p + M[:, 2]`` for points ``(..., 2)``; returns the same shape (float64)."""
+    M = _check_matrix(M)
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim == 0 or pts.shape[-1] != 2:
+        raise ValueError(f"points must have shape (..., 2), got {pts.shape}")
+    return pts @ M[:, :2].T + M[:, 2]
+
+
+def invert_affine(M: np.ndarray) -> np.ndarray:
+    """The inverse ``(2, 3)`` map (crop -> original), e.g. to bring predictions back."""
+    M = _check_matrix(M)
+    A = M[:, :2]
+    if abs(np.linalg.det(A)) < 1e-12:
+        raise ValueError("affine matrix is singular")
+    A_inv = np.linalg.inv(A)
+    return np.concatenate([A_inv, (-A_inv @ M[:, 2])[:, None]], axis=1)
+
+
+def flip_landmarks(points: np.ndarray, width: int, perm: Sequence[int]) -> np.ndarray:
+    """Landmarks of the horizontally mirrored image: ``x' = width - 1 - x``, then ``out[i] = p[perm[i]]``.
+
+    ``points`` is ``(N, 2)``, ``width`` the image width in pixels, ``perm`` the scheme's
+    ``flip_permutation`` (so the new landmark 36 of 300-W, image-left outer eye corner, is the
+    mirrored old 45).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    perm = np.asarray(perm, dtype=np.int64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
+    if perm.shape != (pts.shape[0],):
+        raise ValueError(f"flip permutation has {perm.size} entries for {pts.shape[0]} landmarks")
+    mirrored = pts.copy()
+    mirrored[:, 0] = (width - 1) - mirrored[:, 0]
+    return mirrored[perm]
+
+
+def warp_sample(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    M: np.ndarray,
+    out_size: int,
+    flip_perm: Optional[Sequence[int]] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Resample ``image`` once with ``M`` (bilinear, black outside) and map ``landmarks`` with it.
+
+    Returns ``(crop (S, S, 3) uint8, landmarks (N, 2) float64)``. If ``M`` mirrors
+    (``det M[:, :2] < 0``) the landmark indices are permuted with ``flip_perm``, which is then
+    required.
+    """
+    M = _check_matrix(M)
+    mirrored = np.linalg.det(M[:, :2]) < 0
+    if mirrored and flip_perm is None:
+        raise ValueError("the affine matrix mirrors the image: pass the scheme's flip_perm to permute landmarks")
+    crop = cv2.warpAffine(
+        np.ascontiguousarray(image), M, (int(out_size), int(out_size)), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+    )
+    pts = apply_affine(landmarks, M)
+    if mirrored:
+        perm = np.asarray(flip_perm, dtype=np.int64)
+        if perm.shape != (pts.shape[0],):
+            raise ValueError(f"flip permutation has {perm.size} entries for {pts.shape[0]} landmarks")
+        pts = pts[perm]
+    return crop, pts
+
+
+def sample_occlusion(
+    height: int, width: int, fraction: float, rng: np.random.Generator, max_aspect: float = 2.0
+) -> Tuple[Tuple[int, int, int, int], Tuple[int, int, int]]:
+    """A random rectangle covering ``fraction`` of the image *area*, and a random RGB colour.
+
+    The aspect ratio ``w / h`` is log-uniform in ``[1 / max_aspect, max_aspect]``; the rectangle
+    lies inside the image, its position uniform. Returns ``((x0, y0, x1, y1), (r, g, b))`` with
+    exclusive ends.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"occlusion fraction must be in (0, 1], got {fraction!r}")
+    area = fraction * height * width
+    aspect = math.exp(rng.uniform(-math.log(max_aspect), math.log(max_aspect)))
+    w = int(round(min(width, max(1.0, math.sqrt(area * aspect)))))
+    h = int(round(min(height, max(1.0, area / w))))
+    x0 = int(rng.integers(0, width - w + 1))
+    y0 = int(rng.integers(0, height - h + 1))
+    colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+    return (x0, y0, x0 + w, y0 + h), colour
+
+
+def paint_occlusion(image: np.ndarray, box: Tuple[int, int, int, int], colour: Tuple[int, int, int]) -> np.ndarray:
+    """Fill ``image[y0:y1, x0:x1]`` with ``colour`` *in place*; returns ``image``."""
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = np.asarray(colour, dtype=image.dtype)
+    return image
+
+
+def random_occlusion(
+    image: np.ndarray, rng: np.random.Generator, fraction: float = 0.2
+) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
+    """Paint one random-colour rectangle of ``fraction`` of the image area (in place)."""
+    box, colour = sample_occlusion(image.shape[0], image.shape[1], fraction, rng)
+    return paint_occlusion(image, box, colour), box
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One draw of the augmentation for one face."""
+
+    rotation_deg: float = 0.0
+    scale: float = 1.0
+    shift: Tuple[float, float] = (0.0, 0.0)
+    flip: bool = False
+    occlusion_box: Optional[Tuple[int, int, int, int]] = None
+    occlusion_colour: Optional[Tuple[int, int, int]] = None
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation (paper: rotation +-40 deg, translation +-30 px, scale +-10%, flip 50%,
+    random occlusion). Every magnitude is drawn uniformly in ``[-max, max]``.
+
+    Attributes:
+        rotation: max rotation in degrees.
+        translation: max shift per axis, in pixels of the *output crop* (the paper's 30 px
+            refer to a 256 crop: scale it yourself for other sizes).
+        scale: zoom drawn in ``[1 - scale, 1 + scale]``.
+        flip: probability of a horizontal mirror (with the scheme's index permutation).
+        occlusion_prob: probability of painting one occluding rectangle (not given in the paper;
+            0.5 by default).
+        occlusion_fraction: the rectangle's share of the crop's *area* (0.2 = 20%), random aspect
+            ratio in [1/2, 2], random position and colour.
+    """
+
+    rotation: float = 40.0
+    translation: float = 30.0
+    scale: float = 0.1
+    flip: float = 0.5
+    occlusion_prob: float = 0.5
+    occlusion_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("rotation", "translation", "scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"AugmentConfig.{name} must be >= 0, got {value!r}")
+        if self.scale >= 1:
+            raise ValueError(f"AugmentConfig.scale must be < 1 (zoom in [1 - scale, 1 + scale]), got {self.scale}")
+        for name in ("flip", "occlusion_prob"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"AugmentConfig.{name} is a probability in [0, 1], got {value!r}")
+        if not 0 < self.occlusion_fraction <= 1:
+            raise ValueError(f"AugmentConfig.occlusion_fraction must be in (0, 1], got {self.occlusion_fraction!r}")
+
+    def sample(self, rng: np.random.Generator, out_size: int) -> AugmentParams:
+        """Draw one face's parameters (always the same number of draws before the occlusion's)."""
+        rotation = rng.uniform(-self.rotation, self.rotation)
+        scale = 1.0 + rng.uniform(-self.scale, self.scale)
+        shift = rng.uniform(-self.translation, self.translation, size=2)
+        flip = rng.random() < self.flip
+        occlude = rng.random() < self.occlusion_prob
+        box = colour = None
+        if occlude:
+            box, colour = sample_occlusion(out_size, out_size, self.occlusion_fraction, rng)
+        return AugmentParams(float(rotation), float(scale), (float(shift[0]), float(shift[1])), bool(flip), box, colour)
+
+
+def normalise_image(crop: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` RGB -> float32 ``(3, H, W)``: ``(x / 255 - mean) / std`` (ImageNet)."""
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {crop.dtype} {crop.shape}")
+    x = crop.astype(np.float32)
+    x *= 1.0 / 255.0
+    x -= IMAGENET_MEAN
+    x /= IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def denormalise_image(image) -> np.ndarray:
+    """Inverse of :func:`normalise_image`, for display: ``(3, H, W)`` (array or CPU/GPU tensor)
+    -> uint8 ``(H, W, 3)`` RGB, rounded and clipped to [0, 255]."""
+    if hasattr(image, "detach"):  # a torch tensor; data/transforms stays torch-free otherwise
+        image = image.detach().float().cpu().numpy()
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image, got shape {x.shape}")
+    x = x.transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
