@@ -1,0 +1,117 @@
+"""Results on disk: a JSON for scripts, a Markdown table for people, a CED plot and a grid of faces."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["run_metadata", "write_results", "metrics_table", "plot_ced", "plot_prediction_grid"]
+
+
+def run_metadata(wall_time_s: Optional[float] = None, device: Optional[str] = None) -> Dict[str, Any]:
+    """Commit, machine and library versions, stored next to every reported number."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    meta = {
+        "commit": commit,
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "device": device or "cpu",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        meta["gpu"] = torch.cuda.get_device_name(0)
+    if wall_time_s is not None:
+        meta["wall_time_s"] = round(float(wall_time_s), 1)
+    return meta
+
+
+def metrics_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], threshold: float = 0.1) -> str:
+    """Markdown table: one row per (split, subset) with NME, FR and AUC in percent."""
+    pct = int(round(threshold * 100))
+    lines = [f"| split | subset | faces | NME (%) | FR@{pct} (%) | AUC@{pct} |", "|---|---|---:|---:|---:|---:|"]
+    for split, summary in results.items():
+        for subset, row in summary.items():
+            lines.append(f"| {split} | {subset} | {row['count']} | {100 * row['nme']:.3f} | {100 * row['fr']:.2f} | {row['auc']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(run_dir: Path, payload: Dict[str, Any], threshold: float = 0.1) -> Dict[str, Path]:
+    """Write ``results.json`` and ``results.md``; returns their paths."""
+    run_dir = Path(run_dir)
+    json_path = run_dir / "results.json"
+    json_path.write_text(json.dumps(payload, indent=2, default=_to_builtin))
+    md_path = run_dir / "results.md"
+    header = f"# Results\n\nNME normalised by {payload.get('normalisation', 'inter_ocular')}; crop {payload.get('crop', '')}\n\n"
+    md_path.write_text(header + metrics_table(payload["metrics"], threshold))
+    return {"json": json_path, "markdown": md_path}
+
+
+def plot_ced(curves: Mapping[str, np.ndarray], path: Path, threshold: float = 0.1, step: float = 1e-4) -> Path:
+    """Cumulative error distribution, one line per split/subset; legend states each AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pyg_sdfl.metrics import auc, ced_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    for label, errors in curves.items():
+        x, y = ced_curve(errors, threshold=threshold, step=step)
+        ax.plot(100 * x, 100 * y, label=f"{label} (AUC {auc(errors, threshold=threshold, step=step):.3f})")
+    ax.set_xlabel("NME (%)")
+    ax.set_ylabel("faces with NME below x (%)")
+    ax.set_xlim(0, 100 * threshold)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Cumulative error distribution")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_prediction_grid(images: Sequence[np.ndarray], preds: np.ndarray, targets: np.ndarray, errors: np.ndarray,
+                         path: Path, columns: int = 4) -> Path:
+    """Crops with ground truth (green) and prediction (red), per-face NME in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    rows = max(1, int(np.ceil(count / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (ax, image) in enumerate(zip(axes.ravel(), images)):
+        ax.imshow(image)
+        ax.scatter(targets[i, :, 0], targets[i, :, 1], s=4, c="lime", label="ground truth")
+        ax.scatter(preds[i, :, 0], preds[i, :, 1], s=4, c="red", label="prediction")
+        ax.set_title(f"NME {100 * errors[i]:.2f}%", fontsize=8)
+    axes.ravel()[0].legend(loc="upper left", fontsize=6, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _to_builtin(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,217 @@
+"""The training loop: one run = mine the graph, train, keep the best-on-validation checkpoint.
+
+Checkpoints are written at the end of every epoch (``last.ckpt``) and when validation NME
+improves (``best.ckpt``). ``train.resume`` continues a run from ``last.ckpt`` with the same
+model, optimiser, scheduler and RNG states; shuffling and augmentation are seeded per epoch,
+so an interrupted-and-resumed run follows the same trajectory as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from tqdm.auto import tqdm
+
+from pyg_sdfl.data.balance import pose_balanced_weights
+from pyg_sdfl.engine.builders import (
+    build_datasets,
+    build_graph,
+    build_loss,
+    build_model,
+    load_splits,
+    normalised_shapes,
+    resolve_device,
+)
+from pyg_sdfl.engine.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    load_state_dict_strict,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pyg_sdfl.engine.evaluation import _autocast, evaluate
+from pyg_sdfl.graph import LandmarkGraph
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainResult", "train", "seed_everything", "check_compatible"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_val_nme: float
+    epochs_run: int
+    wall_time_s: float
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_compatible(state: Dict[str, Any], scheme_name: str, graph: LandmarkGraph, where: str) -> None:
+    """Refuse a checkpoint whose scheme or graph differs from the configured ones."""
+    if state.get("scheme") != scheme_name:
+        raise CheckpointError(
+            f"{where}: the checkpoint was trained on scheme {state.get('scheme')!r} but the config uses {scheme_name!r}"
+        )
+    saved = LandmarkGraph.from_dict(state["graph"])
+    if saved.num_nodes != graph.num_nodes or not torch.equal(saved.edge_index.cpu(), graph.edge_index.cpu()):
+        raise CheckpointError(
+            f"{where}: the checkpoint's landmark graph (k={saved.k}, mode={saved.mode}) differs from the "
+            f"configured one (k={graph.k}, mode={graph.mode}); set graph.* as in the checkpoint's config"
+        )
+
+
+def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional[np.ndarray]) -> DataLoader:
+    generator = torch.Generator().manual_seed(int(cfg.seed) * 100_003 + epoch)
+    sampler = None
+    if sampler_weights is not None:
+        sampler = WeightedRandomSampler(torch.as_tensor(sampler_weights, dtype=torch.double), len(dataset),
+                                        replacement=True, generator=generator)
+    workers = int(cfg.train.num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=int(cfg.train.batch_size),
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator,
+        num_workers=workers,
+        drop_last=len(dataset) >= int(cfg.train.batch_size),
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
+    """Train the configured model; returns the best-on-validation summary.
+
+    Writes ``last.ckpt``, ``best.ckpt`` and ``graph.pt`` into ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    seed_everything(int(cfg.seed))
+    device = resolve_device(str(cfg.device))
+
+    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.get("split_seed", 0)))
+    if not splits.val:
+        raise ValueError("the validation split is empty: raise dataset.val_fraction (model selection needs it)")
+    log.info("data: %d train, %d val, %d test faces (%s)", len(splits.train), len(splits.val), len(splits.test), cfg.dataset.name)
+    graph = build_graph(cfg.graph, splits, crop_scale=float(cfg.dataset.crop_scale), seed=int(cfg.seed))
+    graph.save(run_dir / "graph.pt")
+    datasets = build_datasets(cfg, splits)
+    model = build_model(cfg, graph, splits.scheme.num_points).to(device)
+    if cfg.train.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    criterion = build_loss(cfg.loss, graph).to(device)
+    optimizer = instantiate(cfg.train.optimizer)(params=model.parameters())
+    scheduler = instantiate(cfg.train.scheduler)(optimizer=optimizer)
+    weights = pose_balanced_weights(normalised_shapes(splits.train)) if cfg.train.get("balance") else None
+
+    state = {"epoch": 0, "best_epoch": -1, "best_val_nme": math.inf, "history": []}
+    resume = cfg.train.get("resume")
+    if resume:
+        path = run_dir / "last.ckpt" if str(resume) == "last" else Path(str(resume))
+        ckpt = load_checkpoint(path, map_location=device)
+        check_compatible(ckpt, splits.scheme.name, graph, f"resume from {path}")
+        load_state_dict_strict(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        restore_rng_state(ckpt["rng"])
+        state.update(epoch=ckpt["epoch"], best_epoch=ckpt["best"]["epoch"], best_val_nme=ckpt["best"]["val_nme"],
+                     history=list(ckpt.get("history", [])))
+        log.info("resumed from %s at epoch %d", path, state["epoch"])
+
+    step_fn = torch.compile(model) if cfg.train.get("compile") else model
+    precision = str(cfg.train.get("precision", "fp32"))
+    epochs = int(cfg.train.epochs)
+    config_dict = OmegaConf.to_container(cfg, resolve=True)
+    for epoch in range(state["epoch"], epochs):
+        datasets["train"].set_epoch(epoch)
+        loader = _make_loader(datasets["train"], cfg, epoch, weights)
+        stats = _train_one_epoch(step_fn, criterion, optimizer, loader, device, epoch, epochs, cfg, precision)
+        scheduler.step()
+        record = {"epoch": epoch + 1, **stats}
+        if (epoch + 1) % int(cfg.train.val_every) == 0 or epoch + 1 == epochs:
+            val = evaluate(model, datasets["val"], splits.scheme, batch_size=int(cfg.evaluate.batch_size),
+                           device=device, threshold=float(cfg.evaluate.threshold),
+                           normalisation=str(cfg.evaluate.normalisation), precision=precision)["summary"]["all"]
+            record.update(val_nme=float(val["nme"]), val_fr=float(val["fr"]), val_auc=float(val["auc"]))
+            improved = val["nme"] < state["best_val_nme"]
+            if improved:
+                state["best_val_nme"], state["best_epoch"] = float(val["nme"]), epoch + 1
+            log.info("epoch %d/%d: loss %.4f  val NME %.4f%%  FR %.2f%%%s", epoch + 1, epochs, stats["loss"],
+                     100 * val["nme"], 100 * val["fr"], "  (best)" if improved else "")
+        else:
+            improved = False
+        state["history"].append(record)
+        checkpoint = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch + 1,
+            "best": {"epoch": state["best_epoch"], "val_nme": state["best_val_nme"]},
+            "rng": capture_rng_state(),
+            "graph": graph.to_dict(),
+            "scheme": splits.scheme.name,
+            "config": config_dict,
+            "history": state["history"],
+            "meta": {"wall_time_s": time.perf_counter() - start, "device": str(device)},
+        }
+        save_checkpoint(checkpoint, run_dir / "last.ckpt")
+        if improved:
+            save_checkpoint(checkpoint, run_dir / "best.ckpt")
+
+    return TrainResult(run_dir=run_dir, best_epoch=state["best_epoch"], best_val_nme=state["best_val_nme"],
+                       epochs_run=len(state["history"]), wall_time_s=time.perf_counter() - start, history=state["history"])
+
+
+def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision) -> Dict[str, float]:
+    model.train()
+    max_steps = cfg.train.get("max_steps_per_epoch")
+    total = len(loader) if max_steps is None else min(len(loader), int(max_steps))
+    bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+               disable=None if sys.stderr.isatty() else False, mininterval=1.0 if sys.stderr.isatty() else 10.0)
+    loss_sum, faces, t0 = 0.0, 0, time.perf_counter()
+    channels_last = bool(cfg.train.get("channels_last"))
+    for step, batch in enumerate(loader):
+        if step >= total:
+            break
+        images = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        target = batch["landmarks"].to(device, non_blocking=True)
+        with _autocast(device, precision):
+            pred = model(images)
+        loss = criterion(pred.float(), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * images.shape[0]
+        faces += images.shape[0]
+        bar.update(1)
+        if step % int(cfg.train.get("log_every", 10)) == 0 or step + 1 == total:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            faces_per_s=f"{faces / (time.perf_counter() - t0):.1f}")
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    return {"loss": loss_sum / max(faces, 1), "lr": optimizer.param_groups[0]["lr"], "faces_per_s": faces / max(elapsed, 1e-9)}

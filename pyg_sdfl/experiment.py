@@ -1,0 +1,103 @@
+"""One experiment: train, reload the best-on-validation weights, evaluate, write the reports.
+
+``python experiments/run.py`` and ``pyg-sdfl train`` both call :func:`main` (Hydra).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pyg_sdfl.data.dataset import denormalise_image
+from pyg_sdfl.engine.builders import build_datasets, build_model, load_splits, resolve_device
+from pyg_sdfl.engine.checkpoint import load_checkpoint, load_state_dict_strict
+from pyg_sdfl.engine.evaluation import evaluate
+from pyg_sdfl.engine.reporting import metrics_table, plot_ced, plot_prediction_grid, run_metadata, write_results
+from pyg_sdfl.engine.training import train
+from pyg_sdfl.graph import LandmarkGraph
+
+log = logging.getLogger("pyg_sdfl")
+
+__all__ = ["run_experiment", "evaluate_run", "main"]
+
+
+def evaluate_run(cfg: DictConfig, checkpoint_path: Path, out_dir: Optional[Path] = None,
+                 splits_to_score: Optional[list] = None) -> Dict[str, Any]:
+    """Load a checkpoint strictly, score it on the configured splits and (optionally) write reports.
+
+    The graph comes from the checkpoint; the data from ``cfg.dataset``.
+    """
+    device = resolve_device(str(cfg.device))
+    ckpt = load_checkpoint(checkpoint_path, map_location=device)
+    graph = LandmarkGraph.from_dict(ckpt["graph"])
+    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.get("split_seed", 0)))
+    if splits.scheme.name != ckpt.get("scheme"):
+        from pyg_sdfl.engine.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{checkpoint_path} was trained on scheme {ckpt.get('scheme')!r}; "
+                              f"dataset {cfg.dataset.name!r} uses {splits.scheme.name!r}")
+    model = build_model(cfg, graph, splits.scheme.num_points).to(device)
+    load_state_dict_strict(model, ckpt["model"])
+    datasets = build_datasets(cfg, splits)
+    names = splits_to_score or [s for s in cfg.evaluate.splits if s in datasets]
+    threshold = float(cfg.evaluate.threshold)
+    metrics, curves = {}, {}
+    for name in names:
+        result = evaluate(model, datasets[name], splits.scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
+                          threshold=threshold, normalisation=str(cfg.evaluate.normalisation),
+                          precision=str(cfg.train.get("precision", "fp32")))
+        metrics[name] = result["summary"]
+        curves[name] = result["nme"]
+        if out_dir is not None and int(cfg.evaluate.grid_faces) > 0:
+            _write_grid(datasets[name], result, out_dir / f"predictions_{name}.png", int(cfg.evaluate.grid_faces))
+    if out_dir is not None and curves:
+        plot_ced(curves, out_dir / "ced.png", threshold=threshold)
+    return {"metrics": metrics, "checkpoint_epoch": ckpt["best"]["epoch"] if "best" in ckpt else ckpt.get("epoch"),
+            "nme_per_face": {k: v.tolist() for k, v in curves.items()}}
+
+
+def _write_grid(dataset, result: Dict[str, Any], path: Path, count: int) -> None:
+    preds = result["predictions"]
+    count = min(count, len(preds.indices))
+    order = np.arange(count)
+    images = [denormalise_image(dataset[int(preds.indices[i])]["image"]) for i in order]
+    targets = np.stack([dataset[int(preds.indices[i])]["landmarks"].numpy() for i in order])
+    plot_prediction_grid(images, preds.pred_crop[order], targets, result["nme"][order], path)
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+    """Train, then evaluate ``best.ckpt`` on val and test; returns the results payload."""
+    start = time.perf_counter()
+    result = train(cfg, run_dir)
+    evaluation = evaluate_run(cfg, run_dir / "best.ckpt", out_dir=run_dir)
+    payload = {
+        "metrics": evaluation["metrics"],
+        "best_epoch": result.best_epoch,
+        "best_val_nme": result.best_val_nme,
+        "history": result.history,
+        "dataset": cfg.dataset.name,
+        "normalisation": str(cfg.evaluate.normalisation),
+        "crop": f"{cfg.dataset.crop_scale}x landmark box, {cfg.dataset.image_size}px",
+        "nme_per_face": evaluation["nme_per_face"],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "meta": run_metadata(time.perf_counter() - start, str(resolve_device(str(cfg.device)))),
+    }
+    paths = write_results(run_dir, payload, threshold=float(cfg.evaluate.threshold))
+    print(metrics_table(evaluation["metrics"], float(cfg.evaluate.threshold)))
+    print(f"results: {paths['json']}  table: {paths['markdown']}  plots: {run_dir / 'ced.png'}")
+    return payload
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the best validation NME (for sweepers)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    payload = run_experiment(cfg, run_dir)
+    return float(payload["best_val_nme"])
