@@ -40,7 +40,7 @@ def plot_graph_on_shape(shape: np.ndarray, edge_index: torch.Tensor, scheme: Opt
         for c, (part, members) in enumerate(scheme.parts.items()):
             idx = list(members)
             ax.scatter(shape[idx, 0], shape[idx, 1], s=18, color=cmap(c % 10), label=part, zorder=3)
-        ax.legend(loc="upper right", fontsize=7, ncol=2, framealpha=0.8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), fontsize=7, ncol=4, frameon=False)
     else:
         ax.scatter(shape[:, 0], shape[:, 1], s=18, zorder=3)
     if label_points:

@@ -187,8 +187,8 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
     model.train()
     max_steps = cfg.train.get("max_steps_per_epoch")
     total = len(loader) if max_steps is None else min(len(loader), int(max_steps))
-    bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-               disable=None if sys.stderr.isatty() else False, mininterval=1.0 if sys.stderr.isatty() else 10.0)
+    interactive = sys.stderr.isatty()  # a bar on a terminal; plain log lines in files and CI logs
+    bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not interactive)
     loss_sum, faces, t0 = 0.0, 0, time.perf_counter()
     channels_last = bool(cfg.train.get("channels_last"))
     for step, batch in enumerate(loader):
@@ -210,8 +210,13 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
         faces += images.shape[0]
         bar.update(1)
         if step % int(cfg.train.get("log_every", 10)) == 0 or step + 1 == total:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+            progress = dict(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             faces_per_s=f"{faces / (time.perf_counter() - t0):.1f}")
+            if interactive:
+                bar.set_postfix(**progress)
+            else:
+                log.info("epoch %d/%d step %d/%d  %s", epoch + 1, epochs, step + 1, total,
+                         "  ".join(f"{k} {v}" for k, v in progress.items()))
     bar.close()
     elapsed = time.perf_counter() - t0
     return {"loss": loss_sum / max(faces, 1), "lr": optimizer.param_groups[0]["lr"], "faces_per_s": faces / max(elapsed, 1e-9)}
