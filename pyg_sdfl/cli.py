@@ -1,8 +1,14 @@
-"""``pyg-sdfl``: train, evaluate and mine graphs from the command line.
+"""``pyg-sdfl``: train, evaluate, mine graphs and predict landmarks from the command line.
 
     pyg-sdfl train [hydra overrides...]            same as python experiments/run.py
     pyg-sdfl evaluate --checkpoint CKPT --dataset 300w --root DIR   metrics as JSON on stdout
     pyg-sdfl graph --dataset 300w --root DIR --k 3                  mine, save, draw on the mean face
+    pyg-sdfl predict IMAGE [IMAGE...] [--box X0 Y0 X1 Y1] [--out annotated.png] [--json]
+    pyg-sdfl export --checkpoint RUN/best.ckpt [--out FILE]         the compact fp16 weights file
+    pyg-sdfl fit-box-mapping --root DIR                              Haar box -> landmark square
+
+Errors print one line on stderr and exit with code 2; ``predict`` exits with 1 when an image
+has no face.
 """
 from __future__ import annotations
 
@@ -76,6 +82,111 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
+    from pyg_sdfl.data import load_dataset
+    from pyg_sdfl.detection import (HaarFaceDetector, _summary, collect_box_pairs, default_box_mapping_path,
+                                    fit_box_mapping_on_samples, mapping_errors)
+
+    detector = HaarFaceDetector(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
+                                min_size=args.min_size, max_side=args.max_side)
+    train = load_dataset("300w", args.root, "train")
+    if args.limit:  # an even spread over the parts, for a quick check
+        train = train[:: max(1, len(train) // args.limit)][: args.limit]
+    parts = sorted({s.subsets[0] for s in train if s.subsets})
+    mapping = fit_box_mapping_on_samples(train, detector, data=f"300-W train ({', '.join(parts)}): {len(train)} faces")
+    info = mapping.info
+    if not args.no_test and (Path(args.root) / "test").is_dir():
+        test = load_dataset("300w", args.root, "test")
+        boxes, squares, missed = collect_box_pairs(test, detector)
+        if len(boxes):
+            info["test"] = {"faces_total": len(test), "faces_matched": int(len(boxes)), "faces_unmatched": int(missed),
+                            **_summary(mapping_errors(mapping, boxes, squares))}
+    out = Path(args.out) if args.out else default_box_mapping_path()
+    mapping.save(out)
+    print(json.dumps({"out": str(out), **mapping.to_dict()}, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pyg_sdfl.weights import pretrained_path
+    from pyg_sdfl.weights.export import export_pretrained
+
+    metrics = None
+    if args.metrics:
+        path = Path(args.metrics)
+        if not path.is_file():
+            raise FileNotFoundError(f"metrics file not found: {path}")
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"metrics file {path} is not valid JSON: {err}") from None
+        if isinstance(metrics, dict) and "metrics" in metrics:  # a run's results.json: its summary only
+            keep = ("metrics", "best_epoch", "best_val_nme", "dataset", "normalisation", "crop", "meta")
+            metrics = {k: metrics[k] for k in keep if k in metrics}
+    machine = args.machine
+    if machine is None and isinstance(metrics, dict):
+        machine = (metrics.get("meta") or {}).get("machine")
+    out = Path(args.out) if args.out else pretrained_path("300w")
+    box_mapping = args.box_mapping if args.box_mapping else "default"
+    written = export_pretrained(args.checkpoint, out, box_mapping=box_mapping, metrics=metrics, command=args.command_line,
+                                data=args.data, machine=machine, notes=args.notes)
+    print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2)}))
+    return 0
+
+
+def _predict_out_path(out: Path, index: int, count: int) -> Path:
+    return out if count == 1 else out.with_name(f"{out.stem}_{index}{out.suffix}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from pyg_sdfl.data.sample import probe_image
+    from pyg_sdfl.inference import Landmarker, draw_faces
+
+    boxes = None
+    if args.box:
+        boxes = np.asarray(args.box, dtype=np.float64)
+        for box in boxes:
+            if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: expected X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"--out {out}: use a .png (or .jpg) file name")
+    for image in args.images:  # every file is checked (header only) before the model is loaded
+        probe_image(image)
+    if args.checkpoint:
+        landmarker = Landmarker.from_checkpoint(args.checkpoint, device=args.device)
+    else:
+        landmarker = Landmarker.from_pretrained("300w", device=args.device)
+    results, without = [], []
+    for index, image_path in enumerate(args.images):
+        image = landmarker.load_image(image_path)  # ImageLoadError names the file
+        faces = landmarker.predict(image, boxes=boxes, box_type=args.box_type)
+        results.append({"image": str(image_path), "faces": [f.to_dict() for f in faces]})
+        if not faces:
+            without.append(image_path)
+        elif out is not None:
+            path = _predict_out_path(out, index, len(args.images))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)):
+                raise RuntimeError(f"could not write {path}")
+            results[-1]["annotated"] = str(path)
+    if args.json:
+        json.dump(results, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        for res in results:
+            print(f"{res['image']}: {len(res['faces'])} face(s)" + (f" -> {res['annotated']}" if "annotated" in res else ""))
+            for face in res["faces"]:
+                print(f"  box {face['box']} score {face['score']}")
+    for image_path in without:
+        print(f"pyg-sdfl predict: no face found in {image_path} (the Haar frontal-face detector found none; "
+              "give the face's box with --box X0 Y0 X1 Y1)", file=sys.stderr)
+    return 1 if without else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyg-sdfl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +206,41 @@ def _parser() -> argparse.ArgumentParser:
     gr.add_argument("--k", type=int, default=3)
     gr.add_argument("--mode", default="separate", choices=["separate", "joint"])
     gr.add_argument("--out", default=None, help="output .pt path (the PNG goes next to it)")
+
+    pr = sub.add_parser("predict", help="landmarks of the faces in photos (the shipped 300-W model by default)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
+    pr.add_argument("--box", nargs=4, type=float, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+                    help="a face box in pixels (repeat for several faces; applies to every IMAGE); without it the "
+                         "Haar face detector finds the faces")
+    pr.add_argument("--box-type", choices=["landmark", "detector"], default="landmark",
+                    help="landmark: --box is tight around the face's landmarks (jaw to brows; default); "
+                         "detector: a face-detector box, mapped like a Haar detection")
+    pr.add_argument("--out", default=None, help="write an annotated PNG (for several images: OUT_<index>.png)")
+    pr.add_argument("--json", action="store_true", help='print [{"image", "faces": [{"box", "score", "landmarks"}]}]')
+    pr.add_argument("--checkpoint", default=None, help="a training checkpoint (best.ckpt) instead of the shipped model")
+    pr.add_argument("--device", default="cpu")
+
+    exp = sub.add_parser("export", help="write the compact fp16 weights file shipped in pyg_sdfl/weights/")
+    exp.add_argument("--checkpoint", required=True, help="training checkpoint (best.ckpt)")
+    exp.add_argument("--out", default=None, help="output file (default: the package's pyg_sdfl/weights/sdfl_300w.pt)")
+    exp.add_argument("--metrics", default=None,
+                     help="JSON file of metrics to record; a run's results.json is reduced to its summary")
+    exp.add_argument("--box-mapping", default=None, help="box mapping JSON (default: the package's)")
+    exp.add_argument("--command", dest="command_line", default=None, help="the training command, for the record")
+    exp.add_argument("--data", default=None, help="the training data, for the record")
+    exp.add_argument("--machine", default=None,
+                     help="where it was trained, for the record (default: from --metrics' meta, else this machine)")
+    exp.add_argument("--notes", default=None)
+
+    fb = sub.add_parser("fit-box-mapping", help="fit the Haar-box -> landmark-square mapping on 300-W training faces")
+    fb.add_argument("--root", required=True, help="300-W root (train/<part>/*.pts + images; test/ is scored if present)")
+    fb.add_argument("--out", default=None, help="output JSON (default: the package's pyg_sdfl/weights/haar_box_mapping.json)")
+    fb.add_argument("--no-test", action="store_true", help="do not score the mapping on root/test")
+    fb.add_argument("--limit", type=int, default=None, help="use only this many training faces (a quick check)")
+    fb.add_argument("--scale-factor", type=float, default=1.1)
+    fb.add_argument("--min-neighbors", type=int, default=5)
+    fb.add_argument("--min-size", type=int, default=30)
+    fb.add_argument("--max-side", type=int, default=1024)
     return parser
 
 
@@ -109,7 +255,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"evaluate": _cmd_evaluate, "graph": _cmd_graph}[args.command](args)
+        return {"evaluate": _cmd_evaluate, "graph": _cmd_graph, "fit-box-mapping": _cmd_fit_box_mapping,
+                "predict": _cmd_predict, "export": _cmd_export}[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
         print(f"pyg-sdfl {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,167 @@
+"""Turn a training checkpoint into the compact weights file the package ships.
+
+    pyg-sdfl export --checkpoint RUN/best.ckpt --metrics RUN/results.json \\
+        --command "python experiments/run.py experiment=cpu_300w dataset.root=..." \\
+        --data "300-W train (afw, helen, lfpw), 10% held out for validation" --machine "2-core CPU"
+
+The file is a plain dict (``torch.load(weights_only=True)`` reads it, and so does
+:func:`pyg_sdfl.engine.checkpoint.load_checkpoint`)::
+
+    {"format": 1, "kind": "pyg_sdfl.pretrained",
+     "model": state dict, floating tensors in fp16 (fp32 where a value would overflow fp16),
+     "graph": LandmarkGraph.to_dict(), "scheme": "300w",
+     "config": {"dataset": {name, scheme, image_size, crop_scale}, "backbone": ..., "head": ..., "graph": ...},
+     "box_mapping": BoxMapping.to_dict() or None,
+     "meta": {provenance: command, data, protocol, machine, wall time, epoch, metrics, versions, ...}}
+
+No optimiser state, RNG state or local paths of the training machine travel with it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+
+__all__ = ["MAX_SHIPPED_MB", "export_pretrained", "model_config"]
+
+MAX_SHIPPED_MB = 30.0
+_FP16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def model_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The parts of a resolved training config needed to rebuild the model (no data paths)."""
+    missing = [k for k in ("dataset", "backbone", "head") if k not in config]
+    if missing:
+        raise ValueError(f"the checkpoint's config lacks {missing}")
+    dataset = config["dataset"]
+    return {
+        "dataset": {k: dataset[k] for k in ("name", "scheme", "image_size", "crop_scale") if k in dataset},
+        "backbone": dict(config["backbone"]),
+        "head": dict(config["head"]),
+        "graph": dict(config.get("graph", {})),
+    }
+
+
+def _to_fp16(state: Mapping[str, torch.Tensor]) -> tuple:
+    out, kept = {}, []
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            v = value.detach().cpu()
+            if v.numel() and float(v.abs().max()) > _FP16_MAX:
+                out[key] = v.float().clone()
+                kept.append(key)
+            else:
+                out[key] = v.half().clone()
+        else:
+            out[key] = value.detach().cpu().clone() if torch.is_tensor(value) else value
+    return out, kept
+
+
+def _plain(value: Any) -> Any:
+    """Nested dicts/lists of numbers and strings only (weights_only-safe)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)  # also str subclasses such as torch.__version__
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if torch.is_tensor(value) and value.numel() == 1:
+        return value.item()
+    return str(value)
+
+
+def export_pretrained(
+    checkpoint: Union[str, Path],
+    out: Union[str, Path],
+    box_mapping: Any = "default",
+    metrics: Optional[Mapping[str, Any]] = None,
+    command: Optional[str] = None,
+    data: Optional[str] = None,
+    machine: Optional[str] = None,
+    notes: Optional[str] = None,
+    max_mb: Optional[float] = MAX_SHIPPED_MB,
+) -> Path:
+    """Write the shipped weights file ``out`` from training checkpoint ``checkpoint``.
+
+    Args:
+        box_mapping: a :class:`~pyg_sdfl.detection.BoxMapping`, a path to its JSON, ``None`` (none
+            stored), or ``"default"``: the package's ``haar_box_mapping.json`` if present.
+        metrics: validation/test metrics to record (e.g. the run's ``results.json``).
+        command, data, machine, notes: provenance, stored as given (``machine`` defaults to a
+            description of this machine, marked as the exporting one).
+        max_mb: refuse (``ValueError``, nothing written) a file whose tensors exceed this size.
+
+    The written file is re-read and loaded strictly into a freshly built model before returning.
+    """
+    from pyg_sdfl import __version__
+    from pyg_sdfl.detection import BoxMapping, load_default_box_mapping
+    from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    for key in ("config", "graph", "scheme"):
+        if key not in ckpt:
+            raise CheckpointError(f"{checkpoint} lacks {key!r}: not a pyg_sdfl training checkpoint")
+    state, kept_fp32 = _to_fp16(ckpt["model"])
+    size_mb = sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v)) / 2**20
+    if max_mb is not None and size_mb > max_mb:
+        raise ValueError(f"the exported weights would take {size_mb:.1f} MB, over the {max_mb} MB limit")
+
+    if isinstance(box_mapping, str) and box_mapping == "default":
+        box_mapping = load_default_box_mapping()
+    elif isinstance(box_mapping, (str, Path)):
+        box_mapping = BoxMapping.load(box_mapping)
+    if box_mapping is not None and not isinstance(box_mapping, BoxMapping):
+        raise ValueError(f"box_mapping must be a BoxMapping, a path, 'default' or None; got {type(box_mapping).__name__}")
+
+    config = model_config(ckpt["config"])
+    ds = config["dataset"]
+    old_meta = dict(ckpt.get("meta") or {})
+    meta = {
+        "source_checkpoint": Path(checkpoint).name,
+        "epoch": ckpt.get("epoch"),
+        "best": _plain(ckpt.get("best")),
+        "training_wall_time_s": old_meta.get("wall_time_s"),
+        "training_device": old_meta.get("device"),
+        "command": command,
+        "data": data,
+        "protocol": (f"square crop of {ds.get('crop_scale')} x the landmark box side, resized to "
+                     f"{ds.get('image_size')} px; NME normalised by the inter-ocular distance (outer eye corners); "
+                     "model selected on a validation split carved from the training set"),
+        "machine": machine or f"(exported on) {platform.platform()}, {platform.processor() or platform.machine()}",
+        "metrics": _plain(metrics) if metrics is not None else None,
+        "training_config": _plain({k: ckpt["config"].get(k) for k in ("train", "loss", "seed")}),
+        "notes": notes,
+        "storage": "fp16" + (f" (fp32: {kept_fp32})" if kept_fp32 else ""),
+        "exported_at_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"pyg_sdfl": __version__, "torch": torch.__version__},
+    }
+    payload = {
+        "kind": "pyg_sdfl.pretrained",
+        "model": state,
+        "graph": ckpt["graph"],
+        "scheme": ckpt["scheme"],
+        "config": config,
+        "box_mapping": _plain(box_mapping.to_dict()) if box_mapping is not None else None,
+        "meta": _plain(meta),
+    }
+    out = save_checkpoint(payload, out)
+    out.chmod(0o644)  # a file to ship: readable by all (the atomic write creates it 0600)
+    _verify(out)
+    return out
+
+
+def _verify(path: Path) -> None:
+    """Re-read ``path`` with weights_only and load it strictly, or delete it and raise."""
+    from pyg_sdfl.inference import Landmarker
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        Landmarker.from_checkpoint(path)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,308 @@
+"""Inference on photos: Landmarker, the exported weights file, and `pyg-sdfl predict`.
+
+Most tests use a tiny model trained here for one step (no shipped weights needed): they check
+geometry (original-image coordinates, several faces, huge images) and error paths, not accuracy.
+The tests of the shipped 300-W weights skip while pyg_sdfl/weights/sdfl_300w.pt is absent.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pyg_sdfl.cli import _compose, main
+from pyg_sdfl.data.synthetic import SyntheticFaces
+from pyg_sdfl.data.transforms import build_affine
+from pyg_sdfl.detection import default_box_mapping_path
+from pyg_sdfl.engine.checkpoint import CheckpointError
+from pyg_sdfl.inference import Face, Landmarker, draw_faces, warp_crop
+from pyg_sdfl.weights import pretrained_path
+from pyg_sdfl.weights.export import export_pretrained
+
+TINY = ["dataset.image_size=64", "dataset.train.num_faces=40", "dataset.test.num_faces=4", "dataset.val_fraction=0.2",
+        "train.batch_size=8", "train.num_workers=0", "train.epochs=1", "train.max_steps_per_epoch=1",
+        "evaluate.grid_faces=0", "device=cpu", "backbone=mobilenetv2_100", "head.hidden=32", "head.num_blocks=1"]
+
+SHIPPED = pretrained_path("300w")
+needs_shipped = pytest.mark.skipif(not SHIPPED.is_file(), reason=f"shipped weights {SHIPPED.name} are absent "
+                                   "(produced by `pyg-sdfl export` from the 300-W run)")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    from pyg_sdfl.engine.training import train
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    train(_compose(TINY), run)
+    return run / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def landmarker(tiny_ckpt) -> Landmarker:
+    return Landmarker.from_checkpoint(tiny_ckpt)
+
+
+@pytest.fixture(scope="module")
+def face():
+    """A synthetic face: (image (160, 160, 3) uint8, its landmark box)."""
+    image, pts, _ = SyntheticFaces(1, seed=5, image_size=160).render(0)
+    return image, np.concatenate([pts.min(axis=0), pts.max(axis=0)]).astype(np.float64)
+
+
+def _png(tmp_path: Path, name: str, image: np.ndarray) -> Path:
+    path = tmp_path / name
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path
+
+
+# ------------------------------------------------------------------------------ geometry
+def test_predictions_are_in_original_coordinates(landmarker, face):
+    image, box = face
+    base = landmarker.predict(image, boxes=[box])
+    assert len(base) == 1 and base[0].landmarks.shape == (68, 2) and base[0].score == 1.0
+    # pasted at an offset into a bigger canvas: the same crop, shifted landmarks
+    canvas = np.zeros((400, 500, 3), np.uint8)
+    canvas[70:230, 130:290] = image
+    moved = landmarker.predict(canvas, boxes=[box + [130, 70, 130, 70]])
+    np.testing.assert_allclose(moved[0].landmarks, base[0].landmarks + [130, 70], atol=1e-6)
+    # scaled by 3 (pixel centres: p' = 3 p + 1): the crop is resampled, predictions scale back
+    big = cv2.resize(image, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    scaled = landmarker.predict(big, boxes=[3 * box + 1])
+    side = box[2] - box[0]
+    err = np.abs((scaled[0].landmarks - 1) / 3 - base[0].landmarks).max()
+    assert err < 0.03 * side, err
+    np.testing.assert_allclose(scaled[0].crop_box, 3 * base[0].crop_box + 1, atol=1e-6)
+
+
+def test_crop_matches_the_training_crop(landmarker, face):
+    """The predicted landmarks are the crop-pixel output mapped through the inverse affine."""
+    image, box = face
+    out = landmarker.predict(image, boxes=[box])[0]
+    cx, cy, side = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[2] - box[0], box[3] - box[1])
+    M = build_affine((cx, cy), 1.2 * side, 64)
+    from pyg_sdfl.data.transforms import normalise_image
+
+    crop = torch.from_numpy(normalise_image(warp_crop(image, M, 64)))[None]
+    with torch.no_grad():
+        in_crop = landmarker.model(crop)[0].numpy().astype(np.float64)
+    back = (in_crop - M[:, 2]) @ np.linalg.inv(M[:, :2]).T
+    np.testing.assert_allclose(out.landmarks, back, atol=1e-4)
+
+
+def test_several_faces_in_one_forward(landmarker, face):
+    image, box = face
+    pair = np.concatenate([image, image], axis=1)  # the face twice, side by side
+    calls = []
+    handle = landmarker.model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        faces = landmarker.predict(pair, boxes=[box, box + [160, 0, 160, 0]])
+    finally:
+        handle.remove()
+    assert calls == [2]
+    assert len(faces) == 2
+    np.testing.assert_allclose(faces[1].landmarks, faces[0].landmarks + [160, 0], atol=1e-4)
+    assert landmarker.predict(pair, boxes=[]) == []
+
+
+def test_huge_image(landmarker, face):
+    image, box = face
+    base = landmarker.predict(image, boxes=[box])[0]
+    huge = np.zeros((4000, 6000, 3), np.uint8)
+    k = 12.0
+    face_big = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR)  # 1920 x 1920
+    huge[1000:2920, 3000:4920] = face_big
+    big_box = k * (box + 0.5) - 0.5 + [3000, 1000, 3000, 1000]
+    out = landmarker.predict(huge, boxes=[big_box])[0]
+    back = (out.landmarks - [3000, 1000] + 0.5) / k - 0.5
+    assert np.abs(back - base.landmarks).max() < 0.03 * (box[2] - box[0])
+    # the detector runs on a <= 1024 px copy; whatever it finds must be the pasted face
+    for found in landmarker.predict(huge):
+        centre = (found.box[:2] + found.box[2:]) / 2
+        assert big_box[0] < centre[0] < big_box[2] and big_box[1] < centre[1] < big_box[3], found.box
+    assert landmarker.predict(np.zeros((4000, 6000, 3), np.uint8)) == []
+
+
+def test_warp_crop_antialiases_large_downscales():
+    rng = np.random.default_rng(0)
+    stripes = np.zeros((1200, 1200, 3), np.uint8)
+    stripes[:, ::2] = 255  # a pattern that aliases badly when point-sampled
+    stripes[:600] = (rng.random((600, 1200, 1)) * 255).astype(np.uint8)
+    M = build_affine((600, 600), 1200, 64)
+    crop = warp_crop(stripes, M, 64).astype(np.float64)
+    reference = cv2.resize(stripes, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float64)
+    assert np.abs(crop[40:, :] - reference[40:, :]).mean() < 3.0  # the stripes average to grey
+    assert abs(crop[40:].mean() - 127.5) < 3
+    # small downscales use one plain warp
+    M2 = build_affine((600, 600), 96, 64)
+    np.testing.assert_array_equal(warp_crop(stripes, M2, 64), cv2.warpAffine(stripes, M2, (64, 64), flags=cv2.INTER_LINEAR))
+
+
+def test_predict_input_errors(landmarker, face, tmp_path):
+    image, box = face
+    from pyg_sdfl.data.sample import ImageLoadError
+
+    with pytest.raises(ImageLoadError, match="not found"):
+        landmarker.predict(tmp_path / "missing.jpg")
+    with pytest.raises(ValueError, match="x1 <= x0"):
+        landmarker.predict(image, boxes=[[50, 50, 40, 90]])
+    with pytest.raises(ValueError, match="outside"):
+        landmarker.predict(image, boxes=[[500, 500, 600, 600]])
+    with pytest.raises(ValueError, match="box_type"):
+        landmarker.predict(image, boxes=[box], box_type="face")
+    with pytest.raises(ImageLoadError, match="uint8"):
+        landmarker.predict(image.astype(np.float32))
+
+
+def test_photos_are_read_upright(landmarker, face, tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to display)."""
+    from PIL import Image
+
+    image, box = face
+    stored = np.ascontiguousarray(np.rot90(image, k=1))  # what the camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    upright = landmarker.load_image(path)
+    assert upright.shape == image.shape
+    assert np.abs(upright.astype(int) - image.astype(int)).mean() < 6  # JPEG noise only
+    assert len(landmarker.predict(path, boxes=[box])) == 1
+
+
+def test_draw_faces(face):
+    image, box = face
+    f = Face(box=box, landmarks=np.full((68, 2), 80.0), score=1.0, crop_box=box)
+    drawn = draw_faces(image, [f])
+    assert drawn.shape == image.shape and not np.array_equal(drawn, image)
+    assert np.array_equal(image, face[0])  # the input is not drawn on
+
+
+# ------------------------------------------------------------------------------ weights
+def test_export_round_trip(tiny_ckpt, landmarker, face, tmp_path):
+    image, box = face
+    out = export_pretrained(tiny_ckpt, tmp_path / "w.pt", metrics={"test": {"nme": 0.5}}, command="tiny run",
+                            data="synthetic faces", machine="test machine")
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    assert raw["kind"] == "pyg_sdfl.pretrained" and "optimizer" not in raw and "rng" not in raw
+    floats = [v for v in raw["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert raw["meta"]["metrics"] == {"test": {"nme": 0.5}} and raw["meta"]["command"] == "tiny run"
+    assert "root" not in raw["config"]["dataset"]  # no paths of the training machine
+    assert out.stat().st_size < 0.6 * tiny_ckpt.stat().st_size
+    loaded = Landmarker.from_checkpoint(out)
+    a = landmarker.predict(image, boxes=[box])[0].landmarks
+    b = loaded.predict(image, boxes=[box])[0].landmarks
+    assert np.abs(a - b).max() < 0.05 * (box[2] - box[0])  # fp16 rounding only
+    with pytest.raises(ValueError, match="MB limit"):
+        export_pretrained(tiny_ckpt, tmp_path / "too_big.pt", max_mb=0.01)
+    assert not (tmp_path / "too_big.pt").exists()
+
+
+def test_strict_loading_of_a_tampered_file(tiny_ckpt, tmp_path):
+    out = export_pretrained(tiny_ckpt, tmp_path / "w.pt")
+    payload = torch.load(out, map_location="cpu", weights_only=True)
+    dropped = sorted(payload["model"])[0]
+    del payload["model"][dropped]
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="missing keys: " + dropped.replace(".", r"\.")):
+        Landmarker.from_checkpoint(tmp_path / "tampered.pt")
+
+
+def test_from_pretrained_names_the_missing_file(monkeypatch, tmp_path):
+    import pyg_sdfl.weights as weights
+
+    monkeypatch.setattr(weights, "pretrained_path", lambda name: tmp_path / "nothing.pt")
+    with pytest.raises(CheckpointError, match="nothing.pt is missing"):
+        Landmarker.from_pretrained("300w")
+    with pytest.raises(ValueError, match="unknown pretrained"):
+        pretrained_path("nosuch")
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_predict_json_and_annotated_png(tiny_ckpt, face, tmp_path, capsys):
+    image, box = face
+    a, b = _png(tmp_path, "a.png", image), _png(tmp_path, "b.png", image)
+    rc = main(["predict", str(a), str(b), "--checkpoint", str(tiny_ckpt), "--box", *map(str, box),
+               "--out", str(tmp_path / "ann.png"), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    payload = json.loads(captured.out)
+    assert [p["image"] for p in payload] == [str(a), str(b)]
+    first = payload[0]["faces"][0]
+    assert first["box"] == pytest.approx(box.tolist(), abs=0.01) and first["score"] == 1.0
+    assert np.asarray(first["landmarks"]).shape == (68, 2)
+    for index in (0, 1):
+        drawn = cv2.imread(str(tmp_path / f"ann_{index}.png"))
+        assert drawn is not None and drawn.shape == image.shape
+
+
+def test_cli_predict_no_face_exits_1(tiny_ckpt, tmp_path, capsys):
+    if not default_box_mapping_path().is_file():
+        pytest.skip("pyg_sdfl/weights/haar_box_mapping.json is absent")
+    blank = _png(tmp_path, "blank.png", np.full((240, 320, 3), 90, np.uint8))
+    rc = main(["predict", str(blank), "--checkpoint", str(tiny_ckpt)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"no face found in {blank}" in err
+
+
+@pytest.mark.parametrize("case", ["missing", "not_an_image", "bad_box", "bad_out", "missing_checkpoint"])
+def test_cli_predict_errors_exit_2(case, tiny_ckpt, face, tmp_path, capsys):
+    image, box = face
+    good = _png(tmp_path, "good.png", image)
+    args = {
+        "missing": [str(tmp_path / "nope.jpg"), "--checkpoint", str(tiny_ckpt)],
+        "not_an_image": [str(tmp_path / "text.jpg"), "--checkpoint", str(tiny_ckpt)],
+        "bad_box": [str(good), "--checkpoint", str(tiny_ckpt), "--box", "50", "50", "10", "90"],
+        "bad_out": [str(good), "--checkpoint", str(tiny_ckpt), "--box", *map(str, box), "--out", str(tmp_path / "x.txt")],
+        "missing_checkpoint": [str(good), "--checkpoint", str(tmp_path / "none.ckpt")],
+    }[case]
+    (tmp_path / "text.jpg").write_text("this is not a picture")
+    rc = main(["predict", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    expected = {"missing": "image file not found: " + str(tmp_path / "nope.jpg"),
+                "not_an_image": "not an image", "bad_box": "--box 50 50 10 90",
+                "bad_out": ".png", "missing_checkpoint": "checkpoint not found"}[case]
+    assert expected in err and err.startswith("pyg-sdfl predict: error:")
+
+
+# ------------------------------------------------------------------------------ shipped weights
+@needs_shipped
+def test_shipped_weights_load_strictly_and_are_small():
+    assert SHIPPED.stat().st_size <= 30 * 2**20
+    raw = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert raw["scheme"] == "300w" and raw["box_mapping"] is not None
+    lm = Landmarker.from_pretrained()  # strict: every key and shape must match the rebuilt model
+    assert lm.scheme.num_points == 68 and lm.box_mapping is not None
+
+
+@needs_shipped
+def test_shipped_weights_on_real_test_faces(w300_root):
+    """LFPW test faces (never used for training or model selection), ground-truth landmark box
+    given: a loose bound on the mean NME (inter-ocular), and the Haar detector path."""
+    from pyg_sdfl.data import read_300w
+    from pyg_sdfl.metrics import nme
+
+    lm = Landmarker.from_pretrained()
+    samples = read_300w(w300_root, folders=["test/lfpw"])[::28][:8]
+    preds, targets = [], []
+    detected_err = []
+    for s in samples:
+        image = s.load_image()
+        pts = s.landmarks.astype(np.float64)
+        faces = lm.predict(image, boxes=[np.concatenate([pts.min(axis=0), pts.max(axis=0)])])
+        preds.append(faces[0].landmarks)
+        targets.append(pts)
+        found = lm.predict(image)  # Haar detector + fitted mapping
+        if found:
+            best = min(found, key=lambda f: np.linalg.norm(f.landmarks.mean(axis=0) - pts.mean(axis=0)))
+            detected_err.append(float(nme(best.landmarks[None], pts[None], "300w")[0]))
+    errors = nme(np.stack(preds), np.stack(targets), "300w")
+    assert errors.mean() < 0.15, errors
+    assert len(detected_err) >= 4, f"the detector found only {len(detected_err)} of {len(samples)} faces"
+    assert np.median(detected_err) < 0.15, detected_err
