@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from pyg_sdfl.engine.reporting import run_metadata
+from pyg_sdfl.engine.reporting import json_default, run_metadata
 from pyg_sdfl.inference import Landmarker
 
 __all__ = ["load_ours", "describe", "predict_in_box", "time_methods", "metadata", "write_json"]
@@ -108,7 +108,7 @@ def write_json(path: Optional[str], payload: Dict[str, Any]) -> None:
         return
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2, default=_builtin) + "\n")
+    out.write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
     print(f"wrote {out}")
 
 
@@ -120,12 +120,3 @@ def append_markdown(path: Optional[str], text: str) -> None:
         handle.write(f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `{' '.join(sys.argv)}`\n\n")
         handle.write(text)
 
-
-def _builtin(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["run_metadata", "write_results", "metrics_table", "plot_ced", "plot_prediction_grid"]
+__all__ = ["json_default", "run_metadata", "write_results", "metrics_table", "plot_ced", "plot_prediction_grid"]
 
 
 def run_metadata(wall_time_s: Optional[float] = None, device: Optional[str] = None) -> Dict[str, Any]:
@@ -49,7 +49,7 @@ def write_results(run_dir: Path, payload: Dict[str, Any], threshold: float = 0.1
     """Write ``results.json`` and ``results.md``; returns their paths."""
     run_dir = Path(run_dir)
     json_path = run_dir / "results.json"
-    json_path.write_text(json.dumps(payload, indent=2, default=_to_builtin))
+    json_path.write_text(json.dumps(payload, indent=2, default=json_default))
     md_path = run_dir / "results.md"
     header = f"# Results\n\nNME normalised by {payload.get('normalisation', 'inter_ocular')}; crop {payload.get('crop', '')}\n\n"
     md_path.write_text(header + metrics_table(payload["metrics"], threshold))
@@ -107,7 +107,8 @@ def plot_prediction_grid(images: Sequence[np.ndarray], preds: np.ndarray, target
     return Path(path)
 
 
-def _to_builtin(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` hook: NumPy scalars and arrays, and paths, as plain values."""
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, np.ndarray):
