@@ -72,8 +72,12 @@ def _write_grid(dataset, result: Dict[str, Any], path: Path, count: int) -> None
     plot_prediction_grid(images, preds.pred_crop[order], targets, result["nme"][order], path)
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
-    """Train, then evaluate ``best.ckpt`` on val and test; returns the results payload."""
+def run_experiment(cfg: DictConfig, run_dir: Path, choices: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Train, then evaluate ``best.ckpt`` on val and test; returns the results payload.
+
+    ``choices`` (Hydra's config-group picks, e.g. ``{"head": "gat", "variant": "l1_loss"}``) are stored
+    with the results so that aggregation can name each run's condition.
+    """
     start = time.perf_counter()
     result = train(cfg, run_dir)
     evaluation = evaluate_run(cfg, run_dir / "best.ckpt", out_dir=run_dir)
@@ -87,6 +91,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         "crop": f"{cfg.dataset.crop_scale}x landmark box, {cfg.dataset.image_size}px",
         "nme_per_face": evaluation["nme_per_face"],
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "choices": dict(choices or {}),
         "meta": run_metadata(time.perf_counter() - start, str(resolve_device(str(cfg.device)))),
     }
     paths = write_results(run_dir, payload, threshold=float(cfg.evaluate.threshold))
@@ -98,6 +103,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the best validation NME (for sweepers)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    payload = run_experiment(cfg, run_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = {k: v for k, v in OmegaConf.to_container(hydra_cfg.runtime.choices).items() if not k.startswith("hydra/")}
+    payload = run_experiment(cfg, run_dir, choices=choices)
     return float(payload["best_val_nme"])

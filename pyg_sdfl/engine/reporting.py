@@ -26,6 +26,7 @@ def run_metadata(wall_time_s: Optional[float] = None, device: Optional[str] = No
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
         "device": device or "cpu",
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
     }
     if device and device.startswith("cuda") and torch.cuda.is_available():
