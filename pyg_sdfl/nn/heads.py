@@ -366,8 +366,12 @@ class PyGLayerHead(_GraphHead):
 
 # ----------------------------------------------------------------------------- FC baseline
 class FCHead(nn.Module):
-    """FC baseline: flatten ``(B, C*H*W)`` -> Linear(``hidden``) -> ReLU -> Linear(``2N``) -> ``(B, N, 2)``.
+    """FC baseline: flatten ``(B, C*H*W)`` -> Linear(``hidden``) -> BatchNorm1d -> ReLU -> Linear(``2N``)
+    -> ``(B, N, 2)``.
 
+    The BatchNorm (``norm=True``, the default) matches the conv-BN-ReLU blocks of the graph heads and
+    keeps the hidden ReLUs alive: without it, AdamW at lr 2e-3 on 300-W killed 255 of the 256 hidden
+    units within two epochs and the head collapsed to the mean shape (val NME stuck at ~19%).
     ``edge_index`` is accepted for a uniform constructor and ignored.
     """
 
@@ -378,6 +382,7 @@ class FCHead(nn.Module):
         num_points: int,
         edge_index: Union[Tensor, LandmarkGraph, None] = None,
         hidden: int = 256,
+        norm: bool = True,
     ) -> None:
         super().__init__()
         if int(num_points) < 1 or int(hidden) < 1 or int(in_channels) < 1:
@@ -390,6 +395,7 @@ class FCHead(nn.Module):
         self.hidden = int(hidden)
         flat = self.in_channels * self.feature_size[0] * self.feature_size[1]
         self.fc1 = nn.Linear(flat, self.hidden)
+        self.norm = nn.BatchNorm1d(self.hidden) if norm else nn.Identity()
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(self.hidden, 2 * self.num_points)
         _shrink_output_layer(self.fc2)
@@ -398,7 +404,7 @@ class FCHead(nn.Module):
         self, features: Tensor, return_intermediates: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
         _check_features(features, self.in_channels, self.feature_size, "FCHead")
-        hidden = self.act(self.fc1(features.flatten(1)))
+        hidden = self.act(self.norm(self.fc1(features.flatten(1))))
         coords = self.fc2(hidden).view(-1, self.num_points, 2)
         return (coords, {"hidden": hidden}) if return_intermediates else coords
 
