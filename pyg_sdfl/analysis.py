@@ -27,7 +27,7 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -781,6 +781,8 @@ class RunRecord:
     config: Dict[str, Any]  # flattened: "graph.k" -> 3, "head" -> "sdfl", ...
     metrics: Dict[str, Dict[str, Dict[str, float]]]  # split -> subset -> {nme, fr, auc, count}
     protocol: str = ""  # e.g. "NME / inter_ocular, crop 1.2x landmark box, 256px"
+    choices: Dict[str, Any] = field(default_factory=dict)  # Hydra group picks, e.g. {"head": "gat"}
+    meta: Dict[str, Any] = field(default_factory=dict)  # commit, machine, device, wall_time_s, ...
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.config.get(key, default)
@@ -820,8 +822,8 @@ def load_results(root: PathLike) -> List[RunRecord]:
     """Every run result below ``root``: JSON files (searched recursively, sorted) holding a
     ``"metrics"`` (split -> subset -> ``{nme, fr, auc, count}``) and a ``"config"`` mapping, as written by
     ``experiments/run.py`` (``results.json``; its ``normalisation`` and ``crop`` become the record's
-    ``protocol``). Other JSON files are ignored; a missing folder gives ``[]``. Unreadable JSON raises
-    ``ValueError`` naming the file."""
+    ``protocol``; its ``choices`` and ``meta`` are kept as they are). Other JSON files are ignored; a
+    missing folder gives ``[]``. Unreadable JSON raises ``ValueError`` naming the file."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -838,7 +840,8 @@ def load_results(root: PathLike) -> List[RunRecord]:
         if payload.get("crop"):
             protocol += f", crop {payload['crop']}"
         records.append(RunRecord(path=path, config=flatten_config(payload["config"]), metrics=payload["metrics"],
-                                 protocol=protocol))
+                                 protocol=protocol, choices=dict(payload.get("choices") or {}),
+                                 meta=dict(payload.get("meta") or {})))
     return records
 
 
