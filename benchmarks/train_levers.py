@@ -88,12 +88,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     steps: Dict[str, Callable[[], float]] = {name: make_step(args, **kw) for name, kw in LEVERS.items()}
-    compile_s = None
+    compile_s, compile_error = None, None
     if args.compile:
-        steps["bf16+channels_last+compile"] = make_step(args, "bf16", True, compiled=True)
+        compiled = make_step(args, "bf16", True, compiled=True)
         start = time.perf_counter()
-        steps["bf16+channels_last+compile"]()  # compilation happens on the first call
-        compile_s = time.perf_counter() - start
+        try:
+            compiled()  # compilation happens on the first call
+        except Exception as err:  # e.g. no C++ compiler for inductor: report it, time the others
+            compile_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            print(f"torch.compile failed, left out: {compile_error}", file=sys.stderr)
+        else:
+            steps["bf16+channels_last+compile"] = compiled
+            compile_s = time.perf_counter() - start
     for name, step in steps.items():
         for _ in range(args.warmup):
             step()
@@ -115,6 +121,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     payload = {"what": "training step throughput per speed lever (forward + loss + backward + AdamW)",
                "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "compile_time_s": None if compile_s is None else round(compile_s, 1),
+               "compile_error": compile_error,
                "results": results, "meta": metadata(args.threads)}
     print(f"| lever | ms/step ({args.batch_size} faces) | faces/s | x fp32 |\n|---|---:|---:|---:|")
     for name, r in results.items():
