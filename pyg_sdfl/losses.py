@@ -27,6 +27,8 @@ from typing import Dict, Optional, Tuple, Type, Union
 import torch
 from torch import Tensor, nn
 
+from pyg_sdfl.graph.mining import uniform_laplacian  # re-exported: the loss's Laplacian is the graph's
+
 __all__ = [
     "L1Loss",
     "L2Loss",
@@ -137,37 +139,6 @@ def create_loss(name: str, **kwargs: float) -> PointLoss:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}")
     return LOSSES[name](**kwargs)
-
-
-def uniform_laplacian(edge_index: Tensor, num_nodes: int) -> Tensor:
-    """Dense uniform graph Laplacian ``L = I - D^{-1} A`` of shape ``(N, N)``.
-
-    Edges follow PyG's ``source_to_target`` convention: column ``k`` of ``edge_index`` is
-    ``(j, i) = (source, target)`` and makes ``j`` a neighbour of ``i``. Self loops are ignored,
-    duplicate edges count once. ``L[i, i] = 1`` and ``L[i, j] = -1/|N_i|`` for ``j in N_i``, where
-    ``N_i`` excludes ``i``; so ``(L P)_i = p_i - mean_{j in N_i} p_j``.
-    """
-    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
-        raise ValueError(f"edge_index must be a tensor of shape (2, E), got {shape}")
-    if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool:
-        raise ValueError(f"edge_index must hold integers, got {edge_index.dtype}")
-    num_nodes = int(num_nodes)
-    if num_nodes <= 0:
-        raise ValueError(f"num_nodes must be positive, got {num_nodes}")
-    edge_index = edge_index.detach().to("cpu", torch.long)
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"edge_index has node ids outside [0, {num_nodes})")
-    src, dst = edge_index
-    keep = src != dst
-    adjacency = torch.zeros(num_nodes, num_nodes, dtype=torch.float64)
-    adjacency[dst[keep], src[keep]] = 1.0  # row i: neighbours of i
-    degree = adjacency.sum(dim=1)
-    lonely = (degree == 0).nonzero().flatten().tolist()
-    if lonely:
-        raise ValueError(f"nodes {lonely} have no neighbours besides themselves: relative location undefined")
-    laplacian = torch.eye(num_nodes, dtype=torch.float64) - adjacency / degree[:, None]
-    return laplacian.to(torch.get_default_dtype())
 
 
 class RelativeLocationLoss(nn.Module):

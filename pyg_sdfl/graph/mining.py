@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "uniform_laplacian",
     "LandmarkGraph",
     "landmark_correlation",
     "mine_graph",
@@ -166,6 +167,39 @@ def _top_k_neighbours(corr: np.ndarray, k: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the graph
+def uniform_laplacian(edge_index: torch.Tensor, num_nodes: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Dense uniform graph Laplacian ``L = I - D^{-1} A`` of shape ``(N, N)``.
+
+    Edges follow PyG's ``source_to_target`` convention: column ``k`` of ``edge_index`` is
+    ``(j, i) = (source, target)`` and makes ``j`` a neighbour of ``i``. Self loops are ignored,
+    duplicate edges count once. ``L[i, i] = 1`` and ``L[i, j] = -1/|N_i|`` for ``j in N_i``, where
+    ``N_i`` excludes ``i``; so ``(L P)_i = p_i - mean_{j in N_i} p_j``. Computed in float64, returned
+    as ``dtype`` (default: torch's default dtype).
+    """
+    if not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        shape = tuple(edge_index.shape) if isinstance(edge_index, torch.Tensor) else type(edge_index).__name__
+        raise ValueError(f"edge_index must be a tensor of shape (2, E), got {shape}")
+    if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool:
+        raise ValueError(f"edge_index must hold integers, got {edge_index.dtype}")
+    num_nodes = int(num_nodes)
+    if num_nodes <= 0:
+        raise ValueError(f"num_nodes must be positive, got {num_nodes}")
+    edge_index = edge_index.detach().to("cpu", torch.long)
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(f"edge_index has node ids outside [0, {num_nodes})")
+    src, dst = edge_index
+    keep = src != dst
+    adjacency = torch.zeros(num_nodes, num_nodes, dtype=torch.float64)
+    adjacency[dst[keep], src[keep]] = 1.0  # row i: neighbours of i
+    degree = adjacency.sum(dim=1)
+    lonely = (degree == 0).nonzero().flatten().tolist()
+    if lonely:
+        raise ValueError(f"nodes {lonely} have no neighbours besides themselves: relative location undefined")
+    laplacian = torch.eye(num_nodes, dtype=torch.float64) - adjacency / degree[:, None]
+    return laplacian.to(dtype or torch.get_default_dtype())
+
+
+
 @dataclass(frozen=True, eq=False)
 class LandmarkGraph:
     """A landmark neighbourhood graph with self-loops, every node having in-degree ``k + 1``.
@@ -246,10 +280,7 @@ class LandmarkGraph:
         Row ``i`` has 1 on the diagonal and ``-1/|N_i|`` on the neighbours, so for landmarks
         ``P (N, 2)``, ``(L @ P)[i] = p_i - mean_{j in N(i)} p_j`` (paper Eq. 6-8).
         """
-        a = torch.as_tensor(self.adjacency(self_loops=False), dtype=torch.float64)
-        deg = a.sum(dim=1, keepdim=True)
-        lap = torch.eye(self.num_nodes, dtype=torch.float64) - a / deg
-        return lap.to(dtype)
+        return uniform_laplacian(self.edge_index, self.num_nodes, dtype=dtype)
 
     # -- (de)serialisation -------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
