@@ -59,7 +59,9 @@ def _cascade_path(name: str) -> Path:
     )
 
 
-def _check_boxes(boxes: Any, where: str) -> np.ndarray:
+def _check_boxes(boxes: Any, where: str, allow_empty: bool = False) -> np.ndarray:
+    """``(M, 4)`` float64 boxes x0, y0, x1, y1 (one ``(4,)`` box becomes ``(1, 4)``); finite, and with
+    x1 > x0, y1 > y0 (x1 >= x0, y1 >= y0 with ``allow_empty``)."""
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.ndim == 1:
         arr = arr[None]
@@ -67,9 +69,14 @@ def _check_boxes(boxes: Any, where: str) -> np.ndarray:
         raise ValueError(f"{where}: boxes must have shape (M, 4) as x0, y0, x1, y1, got {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{where}: boxes contain NaN or infinite values")
-    bad = np.flatnonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))
+    if allow_empty:
+        bad = np.flatnonzero((arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1]))
+        rule = "x1 < x0 or y1 < y0"
+    else:
+        bad = np.flatnonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))
+        rule = "x1 <= x0 or y1 <= y0"
     if bad.size:
-        raise ValueError(f"{where}: box {arr[bad[0]].tolist()} has x1 <= x0 or y1 <= y0 (expected x0, y0, x1, y1)")
+        raise ValueError(f"{where}: box {arr[bad[0]].tolist()} has {rule} (expected x0, y0, x1, y1)")
     return arr
 
 
@@ -161,18 +168,18 @@ class HaarFaceDetector:
 
 
 # --------------------------------------------------------------------------------- geometry
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes ``a (M, 4)`` and ``b (K, 4)`` -> ``(M, K)``."""
-    a = _check_boxes(a, "box_iou a")
-    b = _check_boxes(b, "box_iou b")
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+def box_iou(a: Any, b: Any) -> np.ndarray:
+    """Intersection over union ``(M, K)`` of boxes ``a (M, 4)`` and ``b (K, 4)`` (continuous areas;
+    empty boxes are allowed and give 0)."""
+    a = _check_boxes(a, "box_iou a", allow_empty=True)
+    b = _check_boxes(b, "box_iou b", allow_empty=True)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(axis=-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def landmark_square(landmarks: np.ndarray) -> Tuple[float, float, float]:

@@ -32,6 +32,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from pyg_sdfl.detection import box_iou  # one IoU for the detector matching and the peers benchmark
+
 __all__ = [
     "PEERS_EXTRA_HINT",
     "DLIB_68_MODEL",
@@ -74,18 +76,6 @@ def landmark_boxes(landmarks: Any) -> np.ndarray:
     if not np.isfinite(pts).all():
         raise ValueError("landmarks contain NaN or infinite values")
     return np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
-
-
-def box_iou(a: Any, b: Any) -> np.ndarray:
-    """Intersection over union ``(M, K)`` of boxes ``a (M, 4)`` and ``b (K, 4)`` (continuous areas)."""
-    a, b = _boxes(a, "a"), _boxes(b, "b")
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(axis=-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _centre_size(boxes: np.ndarray):
