@@ -60,7 +60,8 @@ def test_fc_and_pyg_heads() -> None:
     fc = FCHead(512, (8, 8), N98)
     r = head_flops(fc, (512, 8, 8))
     assert r["total"] == fc_head_flops(512, (8, 8), N98) == 2 * (512 * 64 * 256 + 256 * 196)
-    assert r["graph_layers"] == 0 and r["params"] == 512 * 64 * 256 + 256 + 256 * 196 + 196
+    # params: fc1 weight + bias, BatchNorm scale + shift, fc2 weight + bias
+    assert r["graph_layers"] == 0 and r["params"] == 512 * 64 * 256 + 256 + 2 * 256 + 256 * 196 + 196
     g = random_graph(10, 3, seed=0)
     gcn = PyGLayerHead(4, (4, 4), 10, g.edge_index, layer="gcn", hidden=16, num_blocks=1, map_hidden=8)
     rg = head_flops(gcn, (4, 4, 4))
