@@ -247,9 +247,10 @@ def _style(head: str, index: int) -> Dict[str, Any]:
     return dict(color=_PALETTE[index % len(_PALETTE)], linestyle="-", linewidth=1.3)
 
 
-def plot_curves(aggregated: Mapping[str, Any], kinds: Sequence[str], path: Path, title: str = "") -> Path:
+def plot_curves(aggregated: Mapping[str, Any], kinds: Sequence[str], path: Path, title: str = "",
+                footer: str = "") -> Path:
     """Panels (kind x {visible, occluded}): NME (%) against the occluded fraction (%), one line per
-    head with a +-std band over seeds."""
+    head with a +-std band over seeds; ``footer``: a small provenance line at the bottom."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,6 +279,9 @@ def plot_curves(aggregated: Mapping[str, Any], kinds: Sequence[str], path: Path,
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    if footer:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        fig.text(0.01, 0.005, footer, fontsize=6, color="0.35", ha="left", va="bottom")
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
@@ -407,8 +411,12 @@ def run(args: argparse.Namespace, command: str, dataset: Optional[LandmarkDatase
                                                         allow_nan=False))
     report = markdown_report(aggregated, protocol, args.kinds)
     (args.out / "occlusion.md").write_text(report)
+    meta = payload["meta"]
+    footer = (f"{len(records)} runs of {', '.join(aggregated)}; commit {str(meta['commit'])[:7]}; {meta['machine']}; "
+              f"evaluation {meta.get('wall_time_s', '?')} s; each model's run, config and seed in occlusion.json")
     plot_curves(aggregated, args.kinds, args.out / "occlusion.png",
-                title=f"{first['dataset']} test, {first['image_size']}px crops: NME under synthetic occlusion")
+                title=f"{first['dataset']} test, {first['image_size']}px crops: NME under synthetic occlusion",
+                footer=footer)
     plot_examples(example_data, args.example_face, args.kinds, fractions, args.seed, args.out / "occlusion_examples.png")
     for kind in args.kinds:
         print(f"\nVisible-landmark NME (%), {kind} occluder, by occluded fraction\n")

@@ -633,10 +633,20 @@ def summary_dict(comparison: Comparison) -> Dict[str, Any]:
 
 
 # ============================================================================ figures
-def plot_table(table: ComparisonTable, path: PathLike) -> Path:
+def provenance_line(runs: Sequence[Run]) -> str:
+    """One line naming what produced a figure: runs, seeds, config (crop, epochs, backbone),
+    commit(s), machine(s) and wall time, from :func:`protocol_dict` and :func:`meta_dict`."""
+    meta, proto = meta_dict(runs), protocol_dict(runs)
+    config = ", ".join(f"{k}={_join(v)}" for k, v in proto.items() if k in ("image_size", "epochs", "backbone", "precision"))
+    wall = meta.get("wall_time_s_total")
+    return (f"{meta['runs']} runs, seeds {_join(meta['seeds'])}; {config}; commit {_join([c[:7] for c in meta['commits']])}; "
+            f"{_join(meta['machines'])}; {_hours(wall) if wall else 'wall time n/a'} of runs")
+
+
+def plot_table(table: ComparisonTable, path: PathLike, footer: Optional[str] = None) -> Path:
     """The table's test NME (%) ± std over seeds (dots: single runs): bars per condition with the
     reference bar highlighted, or, for the k sweep, a line against k on a log axis with the dense
-    graph (k = N-1) labelled."""
+    graph (k = N-1) labelled. ``footer``: a small provenance line under the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -679,6 +689,9 @@ def plot_table(table: ComparisonTable, path: PathLike) -> Path:
         if len(rows) > 4:
             plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
+    if footer:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.08)
+        fig.text(0.01, 0.01, footer, fontsize=5.5, color="0.35", ha="left", va="bottom", wrap=True)
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
@@ -737,7 +750,9 @@ def write_outputs(comparison: Comparison, out: PathLike) -> Dict[str, Path]:
     paths["markdown"].write_text(render_markdown(comparison))
     paths["summary"].write_text(json.dumps(_json_safe(summary_dict(comparison)), indent=1, allow_nan=False) + "\n")
     for table in comparison.tables:
-        paths[table.spec.name] = plot_table(table, out / f"{table.spec.name}.png")
+        ids = {rid for row in table.rows for rid in row["runs"]}
+        footer = provenance_line([r for r in comparison.runs if r.id in ids])
+        paths[table.spec.name] = plot_table(table, out / f"{table.spec.name}.png", footer=footer)
     return paths
 
 
