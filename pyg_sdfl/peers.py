@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from pyg_sdfl.detection import box_iou  # one IoU for the detector matching and the peers benchmark
+from pyg_sdfl.detection import _check_boxes, box_iou  # one box check and IoU for detection and the peers benchmark
 
 __all__ = [
     "PEERS_EXTRA_HINT",
@@ -54,16 +54,8 @@ DLIB_68_MODEL = "shape_predictor_68_face_landmarks.dat"
 
 # ----------------------------------------------------------------------------- box geometry
 def _boxes(boxes: Any, name: str) -> np.ndarray:
-    arr = np.asarray(boxes, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (M, 4) as x0, y0, x1, y1; got {np.shape(boxes)}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if (arr[:, 2] < arr[:, 0]).any() or (arr[:, 3] < arr[:, 1]).any():
-        raise ValueError(f"{name} has boxes with x1 < x0 or y1 < y0")
-    return arr
+    """``(M, 4)`` boxes; empty ones (x1 == x0) allowed: the detection module's check."""
+    return _check_boxes(boxes, name, allow_empty=True)
 
 
 def landmark_boxes(landmarks: Any) -> np.ndarray:
