@@ -38,7 +38,7 @@ from pyg_sdfl.analysis import LoadedModel, RunRecord, flatten_config, head_label
 from pyg_sdfl.data.dataset import LandmarkDataset, denormalise_image
 from pyg_sdfl.engine.builders import resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError
-from pyg_sdfl.engine.reporting import json_default, run_metadata
+from pyg_sdfl.engine.reporting import json_default, json_safe, run_metadata
 from pyg_sdfl.occlusion import (
     GREY,
     KINDS,
@@ -173,17 +173,6 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
 
 def _head_order(head: str) -> Tuple[int, str]:
     return (0 if head == "sdfl" else 2 if head == "fc" else 1, head)
-
-
-def _no_nan(value: Any) -> Any:
-    """NaN -> None (JSON null), recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 def condition_warnings(records: Sequence[Mapping[str, Any]], configs: Sequence[Mapping[str, Any]]) -> List[str]:
@@ -407,7 +396,7 @@ def run(args: argparse.Namespace, command: str, dataset: Optional[LandmarkDatase
         "command": command,
         "meta": run_metadata(time.perf_counter() - start, device),
     }
-    (args.out / "occlusion.json").write_text(json.dumps(_no_nan(payload), indent=2, default=json_default,
+    (args.out / "occlusion.json").write_text(json.dumps(json_safe(payload), indent=2, default=json_default,
                                                         allow_nan=False))
     report = markdown_report(aggregated, protocol, args.kinds)
     (args.out / "occlusion.md").write_text(report)

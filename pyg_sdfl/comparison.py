@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from pyg_sdfl.analysis import RunRecord, aggregate_results, load_results
+from pyg_sdfl.engine.reporting import json_safe
 
 __all__ = [
     "TableSpec",
@@ -729,26 +730,13 @@ def export_runs(runs: Sequence[Run], out_dir: PathLike) -> List[Path]:
     return written
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities -> ``None`` (strict JSON), tuples -> lists, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
-    return value
-
-
 def write_outputs(comparison: Comparison, out: PathLike) -> Dict[str, Path]:
     """``tables.md``, ``summary.json`` and one PNG per built table into ``out``; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "tables.md", "summary": out / "summary.json"}
     paths["markdown"].write_text(render_markdown(comparison))
-    paths["summary"].write_text(json.dumps(_json_safe(summary_dict(comparison)), indent=1, allow_nan=False) + "\n")
+    paths["summary"].write_text(json.dumps(json_safe(summary_dict(comparison)), indent=1, allow_nan=False) + "\n")
     for table in comparison.tables:
         ids = {rid for row in table.rows for rid in row["runs"]}
         footer = provenance_line([r for r in comparison.runs if r.id in ids])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -11,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["json_default", "run_metadata", "write_results", "metrics_table", "plot_ced", "plot_prediction_grid"]
+__all__ = ["json_default", "json_safe", "run_metadata", "write_results", "metrics_table", "plot_ced", "plot_prediction_grid"]
 
 
 def run_metadata(wall_time_s: Optional[float] = None, device: Optional[str] = None) -> Dict[str, Any]:
@@ -117,3 +118,17 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def json_safe(value: Any) -> Any:
+    """A copy fit for strict JSON (``allow_nan=False``): NaN and infinities -> ``None`` (null),
+    tuples -> lists, numpy scalars -> Python numbers, mapping keys -> ``str``; recursive."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return json_safe(value.item())
+    return value
