@@ -52,7 +52,8 @@ def evaluate_run(cfg: DictConfig, checkpoint_path: Path, out_dir: Optional[Path]
     for name in names:
         result = evaluate(model, datasets[name], splits.scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
                           threshold=threshold, normalisation=str(cfg.evaluate.normalisation),
-                          precision=str(cfg.train.get("precision", "fp32")))
+                          precision=str(cfg.train.get("precision", "fp32")),
+                          flip_test=bool(cfg.evaluate.get("flip_test", False)))
         metrics[name] = result["summary"]
         curves[name] = result["nme"]
         if out_dir is not None and int(cfg.evaluate.grid_faces) > 0:

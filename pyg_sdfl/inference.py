@@ -37,6 +37,7 @@ from pyg_sdfl.data.sample import ImageLoadError, as_rgb_uint8
 from pyg_sdfl.data.transforms import build_affine, normalise_image
 from pyg_sdfl.detection import BoxMapping, HaarFaceDetector, _check_boxes, load_default_box_mapping
 from pyg_sdfl.engine.evaluation import crop_to_image
+from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
 __all__ = ["Face", "Landmarker", "draw_faces", "warp_crop"]
@@ -129,6 +130,8 @@ class Landmarker:
             with the settings the mapping was fitted with (built on first use).
         meta: provenance of the weights (training run, data, metrics), for information.
         batch_size: faces per forward pass (all faces of an image in one pass up to this many).
+        flip_test: average each face's prediction with the un-mirrored prediction of its mirror
+            image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`): twice the model cost.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class Landmarker:
         detector: Optional[HaarFaceDetector] = None,
         meta: Optional[Mapping[str, Any]] = None,
         batch_size: int = 64,
+        flip_test: bool = False,
     ) -> None:
         from pyg_sdfl.engine.builders import resolve_device
 
@@ -160,6 +164,8 @@ class Landmarker:
         self._detector = detector
         self.meta = dict(meta or {})
         self.batch_size = int(batch_size)
+        self.flip_test = bool(flip_test)
+        self._net = FlipAverage(self.model, self.scheme.flip_permutation).to(self.device) if self.flip_test else self.model
 
     # ------------------------------------------------------------------------ loading
     @classmethod
@@ -314,7 +320,7 @@ class Landmarker:
         preds = []
         for lo in range(0, len(crops), self.batch_size):
             batch = torch.from_numpy(np.stack(crops[lo:lo + self.batch_size])).to(self.device)
-            preds.append(self.model(batch).float().cpu().numpy().astype(np.float64))
+            preds.append(self._net(batch).float().cpu().numpy().astype(np.float64))
         landmarks = crop_to_image(np.concatenate(preds), mats_arr)
         faces = []
         for i, (cx, cy, side) in enumerate(squares):
@@ -325,7 +331,8 @@ class Landmarker:
 
     def __repr__(self) -> str:
         return (f"Landmarker({type(self.model).__name__}, scheme={self.scheme.name!r}, image_size={self.image_size}, "
-                f"crop_scale={self.crop_scale}, box_mapping={'yes' if self.box_mapping else 'no'}, device={self.device})")
+                f"crop_scale={self.crop_scale}, box_mapping={'yes' if self.box_mapping else 'no'}, "
+                f"flip_test={self.flip_test}, device={self.device})")
 
 
 def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:

@@ -54,3 +54,20 @@ def test_train_alias_runs_the_hydra_entry_point(tmp_path):
                 "train.max_steps_per_epoch=1", "evaluate.grid_faces=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["test"]["all"]["count"] == 8
+
+
+def test_evaluate_with_and_without_flip_test(tmp_path):
+    """`evaluate --flip-test` scores the mirrored-average predictions and says so in its JSON."""
+    out = _run(["train", "dataset.image_size=64", "dataset.train.num_faces=32", "dataset.test.num_faces=8",
+                "dataset.val_fraction=0.25", "train.batch_size=16", "train.num_workers=0", "train.epochs=1",
+                "train.max_steps_per_epoch=1", "evaluate.grid_faces=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    scores = {}
+    for flag in ([], ["--flip-test"]):
+        out = _run(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.ckpt"), "--dataset", "synthetic",
+                    "--device", "cpu"] + flag, tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        payload = json.loads(out.stdout)
+        assert payload["flip_test"] is bool(flag)
+        scores[bool(flag)] = payload["metrics"]["test"]["all"]["nme"]
+    assert scores[True] != scores[False]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
+from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme
 
 __all__ = ["Predictions", "predict", "evaluate", "crop_to_image"]
@@ -46,17 +47,23 @@ def predict(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     precision: str = "fp32",
+    flip_permutation: Optional[Sequence[int]] = None,
 ) -> Predictions:
-    """Run ``model`` over ``dataset`` (no augmentation) and collect original-image predictions."""
+    """Run ``model`` over ``dataset`` (no augmentation) and collect original-image predictions.
+
+    With ``flip_permutation`` (the scheme's), each crop's prediction is averaged with that of its
+    mirror image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`, twice the cost).
+    """
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    net = FlipAverage(model, flip_permutation) if flip_permutation is not None else model
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     preds, mats, idx = [], [], []
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         with _autocast(device, precision):
-            out = model(images)
+            out = net(images)
         preds.append(out.float().cpu().numpy())
         mats.append(batch["matrix"].numpy().astype(np.float64))
         idx.append(batch["index"].numpy())
@@ -85,12 +92,15 @@ def evaluate(
     threshold: float = 0.1,
     normalisation: str = "inter_ocular",
     precision: str = "fp32",
+    flip_test: bool = False,
 ) -> Dict[str, Any]:
     """NME, FR@threshold and AUC@threshold overall and per subset tag.
 
+    ``flip_test`` averages each face's prediction with its mirror image's (scheme's flip permutation).
     Returns ``{"summary": {...}, "nme": (M,) per-face errors, "predictions": Predictions}``.
     """
-    preds = predict(model, dataset, batch_size=batch_size, device=device, precision=precision)
+    preds = predict(model, dataset, batch_size=batch_size, device=device, precision=precision,
+                    flip_permutation=scheme.flip_permutation if flip_test else None)
     errors = per_face_nme(preds.pred, preds.target, scheme, mode=normalisation)
     summary = summarize(errors, preds.subsets, threshold=threshold)
     return {"summary": summary, "nme": errors, "predictions": preds}
