@@ -25,14 +25,15 @@ from pyg_sdfl.inference import Landmarker
 __all__ = ["load_ours", "describe", "predict_in_box", "time_methods", "metadata", "write_json"]
 
 
-def load_ours(checkpoint: Optional[str]) -> Landmarker:
-    """Our model on CPU: a training checkpoint / exported file, or (``None``) the shipped 300-W model."""
+def load_ours(checkpoint: Optional[str], flip_test: bool = False) -> Landmarker:
+    """Our model on CPU: a training checkpoint / exported file, or (``None``) the shipped 300-W model;
+    ``flip_test`` averages each face with its mirror image."""
     from pyg_sdfl.engine.checkpoint import CheckpointError
 
     try:
         if checkpoint:
-            return Landmarker.from_checkpoint(checkpoint, device="cpu")
-        return Landmarker.from_pretrained("300w", device="cpu")
+            return Landmarker.from_checkpoint(checkpoint, device="cpu", flip_test=flip_test)
+        return Landmarker.from_pretrained("300w", device="cpu", flip_test=flip_test)
     except CheckpointError as err:
         raise SystemExit(f"cannot load our model: {err}") from None
 

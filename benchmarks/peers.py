@@ -17,6 +17,10 @@ NME normalised by the inter-ocular distance, outer eye corners 36/45; FR and AUC
   applied to every evaluated face's landmark box, so every face gets a box even where the
   detector misses it. How many evaluated faces the detector itself finds is reported, with both
   methods' scores on that subset using the detector's actual boxes.
+* Ours end to end, as ``pyg-sdfl predict`` runs on a photo: OpenCV's Haar detector plus the
+  fitted box mapping, no ground truth used; the detection that overlaps the annotated face's
+  landmark box (IoU >= ``--min-iou``) is scored, on the faces found.
+* ``--flip-test``: also our model with test-time flip averaging (twice the model cost).
 
 Timing: CPU, batch 1, ``--threads`` torch threads (OpenCV 1 thread; dlib is single-threaded),
 ``--repeats`` rounds after one warm-up pass; in each round every method makes one timed pass over
@@ -59,6 +63,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None,
                    help="our model (best.ckpt or an exported file); default: the shipped 300-W model")
     p.add_argument("--no-ours", action="store_true", help="run dlib only")
+    p.add_argument("--flip-test", action="store_true", help="add rows for our model with test-time flip averaging")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--markdown", default=None, help="also append the Markdown table to this file")
     p.add_argument("--min-iou", type=float, default=0.3, help="IoU for a detection to count as the face")
@@ -133,6 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     predictor = DlibShapePredictor()
     detector = DlibFaceDetector()
     ours = None if args.no_ours else load_ours(args.checkpoint)
+    ours_flip = load_ours(args.checkpoint, flip_test=True) if ours is not None and args.flip_test else None
 
     fit_faces = load_dataset("300w", args.root, args.fit_split)
     if args.fit_faces > 0:
@@ -142,14 +148,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     styled_boxes = style.apply(gt_boxes)
 
     print(f"predicting {len(faces)} {args.split} faces ...", file=sys.stderr)
-    preds: Dict[str, List[np.ndarray]] = {"dlib_gt": [], "dlib_style": [], "ours": []}
+    preds: Dict[str, List[np.ndarray]] = {"dlib_gt": [], "dlib_style": [], "ours": [], "ours_flip": []}
     det_index, det_pred = [], []
+    haar_index, haar_pred = [], []
     for i, s in enumerate(faces):
         image = s.load_image()
         preds["dlib_gt"].append(predictor(image, gt_boxes[i]))
         preds["dlib_style"].append(predictor(image, styled_boxes[i]))
         if ours is not None:
             preds["ours"].append(predict_in_box(ours, image, gt_boxes[i]))
+            found = ours.predict(image)  # Haar detector + box mapping: no ground truth used
+            match = match_detection(gt_boxes[i], [f.box for f in found], args.min_iou) if found else None
+            if match is not None:
+                haar_index.append(i)
+                haar_pred.append(found[match].landmarks)
+        if ours_flip is not None:
+            preds["ours_flip"].append(predict_in_box(ours_flip, image, gt_boxes[i]))
         det = detect_face(detector, image, gt_boxes[i], args.min_iou)
         if det is not None:
             det_index.append(i)
@@ -165,6 +179,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     if ours is not None:
         runs["ours"] = lambda s: predict_in_box(ours, s.load_image(), landmark_boxes(s.landmarks)[0])
+        runs["haar_detector_only"] = lambda s: ours.detector(s.load_image())
+    if ours_flip is not None:
+        runs["ours_flip"] = lambda s: predict_in_box(ours_flip, s.load_image(), landmark_boxes(s.landmarks)[0])
     timing = time_methods(runs, timed, repeats=args.repeats)
 
     rows: List[Dict[str, Any]] = []
@@ -172,6 +189,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if ours is not None:
         rows.append({"method": "pyg_sdfl (ours)", "box": f"own crop: {protocol}", "key": "ours",
                      **score(np.stack(preds["ours"]), target, args.threshold), "ms_per_face": timing["ours"]["median_ms"]})
+    if ours_flip is not None:
+        rows.append({"method": "pyg_sdfl (ours) + flip test", "box": f"own crop: {protocol}", "key": "ours_flip",
+                     **score(np.stack(preds["ours_flip"]), target, args.threshold),
+                     "ms_per_face": timing["ours_flip"]["median_ms"]})
+    if haar_index:
+        idx = np.array(haar_index)
+        rows.append({"method": "pyg_sdfl (ours)", "box": "Haar detector + box mapping (found faces only)",
+                     "key": "ours_haar", **score(np.stack(haar_pred), target[idx], args.threshold),
+                     "ms_per_face": None})
     rows.append({"method": "dlib 68", "box": "ground-truth landmark box", "key": "dlib_gt",
                  **score(np.stack(preds["dlib_gt"]), target, args.threshold), "ms_per_face": timing["dlib_gt"]["median_ms"]})
     rows.append({"method": "dlib 68", "box": "dlib-detector-style box (fitted)", "key": "dlib_style",
@@ -190,7 +216,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = markdown(rows, args.threshold, timing["decode"]["median_ms"])
     header = (f"Peer comparison: 300-W {args.split} ({len(faces)} faces, {args.root}); NME normalised by the "
               f"inter-ocular distance (outer eye corners 36/45); FR/AUC at {args.threshold:g}. dlib's better box: "
-              f"{best['box']}. dlib detector found {len(det_index)}/{len(faces)} faces.\n\n")
+              f"{best['box']}. dlib detector found {len(det_index)}/{len(faces)} faces"
+              + (f", our Haar detector {len(haar_index)}/{len(faces)}" if ours is not None else "") + ".\n\n")
     print(header + table)
     append_markdown(args.markdown, header + table)
 
@@ -203,12 +230,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                       "formula": "c' = c + (dx w, dy h), w' = sx w, h' = sy h (c, w, h of the tight landmark box)"},
         "detector_on_eval": {"found": len(det_index), "of": len(faces), "upsample": "0, then 1 if missed",
                              "min_iou": args.min_iou},
+        "haar_on_eval": ({"found": len(haar_index), "of": len(faces), "min_iou": args.min_iou,
+                          "missed": [faces[i].name for i in sorted(set(range(len(faces))) - set(haar_index))]}
+                         if ours is not None else None),
         "timing": {**timing, "protocol": (
             f"CPU, batch 1, torch threads {args.threads}, OpenCV 1 thread, dlib single-threaded; "
             f"{args.repeats} interleaved rounds of one timed pass per method over {len(timed)} faces after 1 warm-up "
             "pass, median ms/face; "
             "from the image file: decode + box + pre-processing + prediction + mapping to image pixels; "
-            "no face detection (dlib_detector_only times it alone)")},
+            "no face detection (dlib_detector_only and haar_detector_only time it alone, per image)")},
         "ours": describe(ours) if ours is not None else None,
         "dlib": {"model": predictor.model_path.name, "version": getattr(require_dlib(), "__version__", "unknown"),
                  "note": "dlib returns integer pixel positions"},

@@ -173,3 +173,31 @@ def test_dlib_detector_finds_real_300w_faces(dlib, w300_root):
     faces = load_dataset("300w", w300_root, "test")[:5]
     found = sum(match_detection(landmark_boxes(f.landmarks)[0], detector(f.load_image())) is not None for f in faces)
     assert found >= 3
+
+
+def test_peers_benchmark_script_end_to_end(predictor, w300_root, tmp_path):
+    """benchmarks/peers.py on a handful of faces: every row, the Haar path and the JSON it writes."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from pyg_sdfl.weights import pretrained_path
+
+    if not pretrained_path("300w").is_file():
+        pytest.skip("the shipped 300-W weights are absent")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+    out = tmp_path / "peers.json"
+    run = subprocess.run([sys.executable, str(script), "--root", str(w300_root), "--max-faces", "3", "--fit-faces", "40",
+                          "--repeats", "1", "--timing-faces", "1", "--flip-test", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    rows = {r["key"]: r for r in payload["rows"]}
+    assert {"ours", "ours_flip", "dlib_gt", "dlib_style"} <= set(rows)
+    assert all(rows[k]["summary"]["count"] == 3 for k in ("ours", "ours_flip", "dlib_gt", "dlib_style"))
+    assert rows["ours"]["summary"]["nme"] != rows["ours_flip"]["summary"]["nme"]
+    found = payload["haar_on_eval"]["found"]
+    assert found + len(payload["haar_on_eval"]["missed"]) == 3
+    if found:
+        assert rows["ours_haar"]["summary"]["count"] == found and rows["ours_haar"]["ms_per_face"] is None
+    assert payload["timing"]["haar_detector_only"]["median_ms"] > 0
