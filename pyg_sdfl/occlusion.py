@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pyg_sdfl.data.transforms import normalise_image
-from pyg_sdfl.engine.evaluation import _autocast  # fp32 | bf16, exactly as the engine evaluates
+from pyg_sdfl.engine.evaluation import precision_autocast  # fp32 | bf16, exactly as the engine evaluates
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import normalisation_distance
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
@@ -380,7 +380,7 @@ def evaluate_occlusion(
     if n == 0:
         raise ValueError("the dataset is empty")
     device = torch.device(device)
-    _autocast(device, precision)  # rejects an unknown precision before any work
+    precision_autocast(device, precision)  # rejects an unknown precision before any work
     conditions = [(k, f) for k in kinds for f in fractions]
     preds = {c: np.zeros((n, scheme.num_points, 2)) for c in conditions}
     occluded = {c: np.zeros((n, scheme.num_points), dtype=bool) for c in conditions}
@@ -389,7 +389,7 @@ def evaluate_occlusion(
     targets = np.zeros((n, scheme.num_points, 2))
 
     def run(images: Tensor) -> np.ndarray:
-        with _autocast(device, precision):
+        with precision_autocast(device, precision):
             out = model(images.to(device))
         return out.float().cpu().numpy().astype(np.float64)
 

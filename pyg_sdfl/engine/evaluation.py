@@ -15,7 +15,7 @@ from pyg_sdfl.metrics import summarize
 from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme
 
-__all__ = ["Predictions", "predict", "evaluate", "crop_to_image"]
+__all__ = ["Predictions", "predict", "evaluate", "crop_to_image", "precision_autocast"]
 
 
 def crop_to_image(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:
@@ -62,7 +62,7 @@ def predict(
     preds, mats, idx = [], [], []
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
-        with _autocast(device, precision):
+        with precision_autocast(device, precision):
             out = net(images)
         preds.append(out.float().cpu().numpy())
         mats.append(batch["matrix"].numpy().astype(np.float64))
@@ -106,7 +106,10 @@ def evaluate(
     return {"summary": summary, "nme": errors, "predictions": preds}
 
 
-def _autocast(device: torch.device, precision: str):
+def precision_autocast(device: torch.device, precision: str):
+    """The autocast context of a run's ``train.precision``: ``"bf16"`` (bfloat16 autocast on the
+    device) or ``"fp32"`` (autocast explicitly off); anything else is a ``ValueError``. Training,
+    evaluation and the occlusion study all go through it, so they compute alike."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision != "fp32":

@@ -41,7 +41,7 @@ from pyg_sdfl.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from pyg_sdfl.engine.evaluation import _autocast, evaluate
+from pyg_sdfl.engine.evaluation import evaluate, precision_autocast
 from pyg_sdfl.graph import LandmarkGraph
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         target = batch["landmarks"].to(device, non_blocking=True)
-        with _autocast(device, precision):
+        with precision_autocast(device, precision):
             pred = model(images)
         loss = criterion(pred.float(), target)
         if not torch.isfinite(loss):
