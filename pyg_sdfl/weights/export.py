@@ -1,7 +1,7 @@
 """Turn a training checkpoint into the compact weights file the package ships.
 
     pyg-sdfl export --checkpoint RUN/best.ckpt --metrics RUN/results.json \\
-        --command "python experiments/run.py experiment=cpu_300w dataset.root=..." \\
+        --command "python experiments/run.py experiment=cpu_300w_160 dataset.root=..." \\
         --data "300-W train (afw, helen, lfpw), 10% held out for validation" --machine "2-core CPU"
 
 The file is a plain dict (``torch.load(weights_only=True)`` reads it, and so does
