@@ -13,7 +13,9 @@ augmentation uses, and pixel centres follow :mod:`pyg_sdfl.nn.model` (0-based, s
 is ``(S - 1) / 2``). Both views go through the model as one batch of ``2B``. A model trained with
 50% flip augmentation sees mirrored faces as ordinary faces, so the two predictions are two
 nearly independent estimates of the same points; averaging them lowers the variance part of the
-error at twice the inference cost.
+error at twice the inference cost. It also cancels any horizontal offset the model has learnt
+(the mirrored view's offset comes back negated), so it hurts a model that was fine-tuned without
+flips to learn the annotations' own horizontal offset (the shipped 300-W model: README, Results).
 """
 from __future__ import annotations
 
