@@ -10,7 +10,19 @@ from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["LandmarkScheme", "register_scheme", "get_scheme", "available_schemes", "SCHEMES"]
+__all__ = ["LandmarkScheme", "register_scheme", "get_scheme", "available_schemes", "check_flip_permutation", "SCHEMES"]
+
+
+def check_flip_permutation(perm: Sequence[int], num_points: int, owner: str = "") -> np.ndarray:
+    """``perm`` as an int64 array ``(N,)`` if it is a permutation of ``0..N-1`` that is its own
+    inverse (mirroring twice is the identity); ``ValueError`` (prefixed with ``owner``) otherwise."""
+    prefix = f"{owner}: " if owner else ""
+    arr = np.asarray(list(perm), dtype=np.int64)
+    if num_points < 1 or arr.shape != (num_points,) or sorted(arr.tolist()) != list(range(num_points)):
+        raise ValueError(f"{prefix}flip_permutation is not a permutation of {num_points} points: {list(perm)!r}")
+    if not np.array_equal(arr[arr], np.arange(num_points)):
+        raise ValueError(f"{prefix}flip_permutation must be an involution (mirroring twice is the identity)")
+    return arr
 
 
 def _permutation_from_pairs(num_points: int, pairs: Iterable[Tuple[int, int]]) -> Tuple[int, ...]:
@@ -49,11 +61,7 @@ class LandmarkScheme:
     parts: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        perm = np.asarray(self.flip_permutation)
-        if perm.shape != (self.num_points,) or sorted(perm.tolist()) != list(range(self.num_points)):
-            raise ValueError(f"scheme {self.name!r}: flip_permutation is not a permutation of {self.num_points}")
-        if not np.array_equal(perm[perm], np.arange(self.num_points)):
-            raise ValueError(f"scheme {self.name!r}: flip_permutation must be an involution")
+        check_flip_permutation(self.flip_permutation, self.num_points, owner=f"scheme {self.name!r}")
         for idx in (*self.inter_ocular, *self.left_pupil, *self.right_pupil):
             if not 0 <= idx < self.num_points:
                 raise ValueError(f"scheme {self.name!r}: index {idx} out of range")

@@ -57,7 +57,7 @@ def predict(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    net = FlipAverage(model, flip_permutation) if flip_permutation is not None else model
+    net = FlipAverage(model, flip_permutation).to(device) if flip_permutation is not None else model
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     preds, mats, idx = [], [], []
     for batch in loader:

@@ -24,6 +24,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from pyg_sdfl.schemes import check_flip_permutation
+
 __all__ = ["FlipAverage", "unflip_points"]
 
 
@@ -46,12 +48,7 @@ class FlipAverage(nn.Module):
 
     def __init__(self, model: nn.Module, flip_permutation: Sequence[int]) -> None:
         super().__init__()
-        perm = torch.as_tensor(list(flip_permutation), dtype=torch.long)
-        n = perm.numel()
-        if perm.dim() != 1 or n == 0 or not torch.equal(torch.sort(perm).values, torch.arange(n)):
-            raise ValueError(f"flip_permutation must be a permutation of 0..N-1, got {list(flip_permutation)!r}")
-        if not torch.equal(perm[perm], torch.arange(n)):
-            raise ValueError("flip_permutation must be an involution (mirroring twice is the identity)")
+        perm = torch.from_numpy(check_flip_permutation(flip_permutation, len(flip_permutation)))
         self.model = model
         self.register_buffer("perm", perm, persistent=False)
 
