@@ -28,9 +28,9 @@ from omegaconf import OmegaConf
 from _common import metadata, write_json
 from pyg_sdfl.engine.builders import build_datasets, build_model, load_splits
 from pyg_sdfl.engine.checkpoint import load_checkpoint, load_state_dict_strict
-from pyg_sdfl.engine.evaluation import crop_to_image, predict
+from pyg_sdfl.engine.evaluation import predict
 from pyg_sdfl.graph import LandmarkGraph
-from pyg_sdfl.metrics import nme
+from pyg_sdfl.metrics import nme, normalisation_distance
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -46,14 +46,12 @@ def residuals(model, dataset, precision: str) -> Dict[str, Any]:
     """Predictions of one split and their residuals in image and crop pixels."""
     preds = predict(model, dataset, precision=precision)
     target_crop = np.stack([dataset[int(i)]["landmarks"].numpy() for i in preds.indices]).astype(np.float64)
-    matrices = np.stack([dataset[int(i)]["matrix"].numpy() for i in preds.indices]).astype(np.float64)
-    return {"preds": preds, "matrices": matrices, "image": preds.pred - preds.target,
-            "crop": preds.pred_crop - target_crop}
+    return {"preds": preds, "image": preds.pred - preds.target, "crop": preds.pred_crop - target_crop}
 
 
 def describe_split(res: Dict[str, Any], scheme: str) -> Dict[str, Any]:
     target = res["preds"].target
-    iod = np.linalg.norm(target[:, 36] - target[:, 45], axis=1)
+    iod = normalisation_distance(target, scheme, "inter_ocular")
     per_face_x = res["image"][..., 0].mean(axis=1)
     return {
         "faces": int(len(target)),
@@ -84,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     shift = res["val"]["image"].mean(axis=(0, 1))
     test = res["test"]["preds"]
     corrected = {
-        "none": float(nme(test.pred, test.target, scheme).mean()),
+        "none": report["test"]["nme"],
         "xy": float(nme(test.pred - shift, test.target, scheme).mean()),
         "x_only": float(nme(test.pred - [shift[0], 0.0], test.target, scheme).mean()),
     }
