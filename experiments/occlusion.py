@@ -77,14 +77,14 @@ def load_test_faces(loaded: LoadedModel, root: Optional[Path] = None) -> Landmar
     """
     from hydra.utils import instantiate
 
-    from pyg_sdfl.cli import _compose
+    from pyg_sdfl.config import compose
 
     stored = loaded.config.dataset
     if root is not None:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"--root {root} does not exist or is not a folder")
-        data_cfg = _compose([f"dataset={stored.name}", f"++dataset.root={root.resolve()}"]).dataset
+        data_cfg = compose([f"dataset={stored.name}", f"++dataset.root={root.resolve()}"]).dataset
     else:
         data_cfg = stored
         stored_root = stored.get("root")

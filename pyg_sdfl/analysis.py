@@ -408,10 +408,10 @@ def train_demo_checkpoint(run_dir: PathLike, overrides: Sequence[str] = (), quie
     The configuration is the package default (``pyg_sdfl/configs``) with :data:`DEMO_OVERRIDES`
     and then ``overrides`` applied (Hydra override syntax). ``quiet`` swallows the progress bars.
     """
-    from pyg_sdfl.cli import _compose
+    from pyg_sdfl.config import compose
     from pyg_sdfl.engine.training import train
 
-    cfg = _compose(list(DEMO_OVERRIDES) + list(overrides))
+    cfg = compose(list(DEMO_OVERRIDES) + list(overrides))
     sink = io.StringIO()
     with contextlib.ExitStack() as stack:
         if quiet:

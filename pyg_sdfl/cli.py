@@ -19,17 +19,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from pyg_sdfl.config import compose
+
 __all__ = ["main"]
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-def _compose(overrides: List[str]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
 
 def _dataset_overrides(args: argparse.Namespace) -> List[str]:
     overrides = [f"dataset={args.dataset}"]
@@ -46,7 +38,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     cfg = OmegaConf.create(ckpt["config"])
-    data_cfg = _compose(_dataset_overrides(args)).dataset
+    data_cfg = compose(_dataset_overrides(args)).dataset
     # the model was trained at this crop size and scale: keep them
     data_cfg.image_size = cfg.dataset.image_size
     data_cfg.crop_scale = cfg.dataset.crop_scale
@@ -69,7 +61,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from pyg_sdfl.engine.builders import build_graph, load_splits, normalised_shapes
     from pyg_sdfl.plotting import plot_graph_on_shape
 
-    cfg = _compose(_dataset_overrides(args) + [f"graph.k={args.k}", f"graph.mode={args.mode}"])
+    cfg = compose(_dataset_overrides(args) + [f"graph.k={args.k}", f"graph.mode={args.mode}"])
     splits = load_splits(cfg.dataset, seed=int(cfg.dataset.get("split_seed", 0)), need_test=False)
     graph = build_graph(cfg.graph, splits, crop_scale=float(cfg.dataset.crop_scale))
     out = Path(args.out or f"graph_{args.dataset}_k{args.k}_{args.mode}.pt")

@@ -418,11 +418,11 @@ def test_edge_ablation_against_a_dense_forward(small_model) -> None:
 def _save_small_checkpoint(path: Path, *overrides: str) -> Path:
     from omegaconf import OmegaConf
 
-    from pyg_sdfl.cli import _compose
+    from pyg_sdfl.config import compose
     from pyg_sdfl.engine.builders import build_model as build_from_config
     from pyg_sdfl.engine.checkpoint import save_checkpoint
 
-    cfg = _compose([*overrides, "dataset.image_size=64", "head.hidden=16", "head.num_blocks=4", "++head.map_hidden=32"])
+    cfg = compose([*overrides, "dataset.image_size=64", "head.hidden=16", "head.num_blocks=4", "++head.map_hidden=32"])
     graph = random_graph(68, 3, seed=2)
     torch.manual_seed(3)
     model = build_from_config(cfg, graph, 68)

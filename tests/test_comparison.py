@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from pyg_sdfl import comparison
 from pyg_sdfl.analysis import flatten_config
+from pyg_sdfl.config import compose
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,9 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 @functools.lru_cache(maxsize=None)
 def _composed(overrides: Tuple[str, ...]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The resolved job config (no ``hydra`` key) and the Hydra group choices of one composition."""
-    with initialize_config_module("pyg_sdfl.configs", version_base="1.3"):
-        job = compose("config", overrides=list(overrides))
-        full = compose("config", overrides=list(overrides), return_hydra_config=True)
+    job = compose(overrides)
+    full = compose(overrides, return_hydra_config=True)
     config = OmegaConf.to_container(job, resolve=True)
     choices = {k: v for k, v in OmegaConf.to_container(full.hydra.runtime.choices).items() if not k.startswith("hydra/")}
     return config, choices

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyg_sdfl.cli import _compose, main
+from pyg_sdfl.cli import main
+from pyg_sdfl.config import compose
 from pyg_sdfl.data.synthetic import SyntheticFaces
 from pyg_sdfl.data.transforms import build_affine
 from pyg_sdfl.detection import default_box_mapping_path
@@ -37,7 +38,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     from pyg_sdfl.engine.training import train
 
     run = tmp_path_factory.mktemp("tiny_run")
-    train(_compose(TINY), run)
+    train(compose(TINY), run)
     return run / "best.ckpt"
 
 

@@ -282,11 +282,11 @@ def _script():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A checkpoint trained for one step on synthetic faces (its stored test split: 5 faces)."""
-    from pyg_sdfl.cli import _compose
+    from pyg_sdfl.config import compose
     from pyg_sdfl.engine.training import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "head=sdfl,seed=0"
-    cfg = _compose(["dataset.image_size=64", "dataset.train.num_faces=24", "++dataset.train.image_size=96",
+    cfg = compose(["dataset.image_size=64", "dataset.train.num_faces=24", "++dataset.train.image_size=96",
                     "dataset.test.num_faces=5", "++dataset.test.image_size=96", "dataset.val_fraction=0.25",
                     "train.batch_size=8", "train.num_workers=0", "train.epochs=1", "train.max_steps_per_epoch=1",
                     "evaluate.grid_faces=0"])

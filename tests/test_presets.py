@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, Dict, Sequence
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from pyg_sdfl.analysis import flatten_config
+from pyg_sdfl.config import compose
 from pyg_sdfl.engine.training import train
 from pyg_sdfl.schemes import get_scheme
 
@@ -22,8 +22,7 @@ VARIANTS = sorted(p.stem for p in (CONFIGS / "variant").glob("*.yaml"))
 
 
 def _compose(overrides: Sequence[str], hydra: bool = False) -> DictConfig:
-    with initialize_config_module("pyg_sdfl.configs", version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+    return compose(overrides, return_hydra_config=hydra)
 
 
 def _flat(overrides: Sequence[str]) -> Dict[str, Any]:

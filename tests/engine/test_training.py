@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyg_sdfl.cli import _compose
+from pyg_sdfl.config import compose
 from pyg_sdfl.engine.builders import build_datasets, build_graph, build_model, load_splits
 from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint
 from pyg_sdfl.engine.evaluation import evaluate
@@ -28,7 +28,7 @@ TINY = [
 
 
 def tiny_cfg(*extra: str):
-    return _compose(TINY + list(extra))
+    return compose(TINY + list(extra))
 
 
 def _val_nme(cfg, checkpoint: Path | None) -> float:
@@ -96,7 +96,7 @@ def test_unknown_config_name_is_reported():
     from hydra.errors import MissingConfigException
 
     with pytest.raises(MissingConfigException, match="nosuchhead"):
-        _compose(["head=nosuchhead"])
+        compose(["head=nosuchhead"])
 
 
 def test_cli_evaluate_prints_metrics_json(tmp_path):

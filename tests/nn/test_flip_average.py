@@ -73,13 +73,13 @@ def test_the_average_of_two_views():
 
 def test_matches_two_separate_passes_of_a_real_model():
     """ResNet-18 + SDFL head in eval mode: one batch of 2B equals two passes of B."""
-    from pyg_sdfl.cli import _compose
+    from pyg_sdfl.config import compose
     from pyg_sdfl.engine.builders import build_model
     from pyg_sdfl.graph.mining import random_graph
 
     torch.manual_seed(0)
     scheme = get_scheme("300w")
-    cfg = _compose(["dataset.image_size=64", "backbone=resnet18", "head.hidden=16", "head.num_blocks=1"])
+    cfg = compose(["dataset.image_size=64", "backbone=resnet18", "head.hidden=16", "head.num_blocks=1"])
     model = build_model(cfg, random_graph(68, 3), 68).eval()
     x = torch.randn(3, 3, S, S)
     with torch.no_grad():
