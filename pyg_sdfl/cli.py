@@ -62,7 +62,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from pyg_sdfl.plotting import plot_graph_on_shape
 
     cfg = compose(_dataset_overrides(args) + [f"graph.k={args.k}", f"graph.mode={args.mode}"])
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.get("split_seed", 0)), need_test=False)
+    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed), need_test=False)
     graph = build_graph(cfg.graph, splits, crop_scale=float(cfg.dataset.crop_scale))
     out = Path(args.out or f"graph_{args.dataset}_k{args.k}_{args.mode}.pt")
     out.parent.mkdir(parents=True, exist_ok=True)

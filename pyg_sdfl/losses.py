@@ -22,7 +22,7 @@ and the target with a point loss; :class:`SDFLLoss` is Eq. 10, ``point + lambda 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple, Type, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -32,14 +32,11 @@ from pyg_sdfl.graph.mining import uniform_laplacian  # re-exported: the loss's L
 __all__ = [
     "L1Loss",
     "L2Loss",
-    "LOSSES",
     "PointLoss",
     "RelativeLocationLoss",
     "SDFLLoss",
     "SoftWingLoss",
     "WingLoss",
-    "create_loss",
-    "create_sdfl_loss",
     "uniform_laplacian",
 ]
 
@@ -126,21 +123,6 @@ class SoftWingLoss(PointLoss):
         return f"w1={self.w1}, w2={self.w2}, eps={self.eps}"
 
 
-LOSSES: Dict[str, Type[PointLoss]] = {
-    "l1": L1Loss,
-    "l2": L2Loss,
-    "wing": WingLoss,
-    "soft_wing": SoftWingLoss,
-}
-
-
-def create_loss(name: str, **kwargs: float) -> PointLoss:
-    """Build a point loss from :data:`LOSSES` by name (kwargs go to its constructor)."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name](**kwargs)
-
-
 class RelativeLocationLoss(nn.Module):
     """Eq. 6-8: ``base(L P_pred, L P_target)`` with the uniform Laplacian of the landmark graph.
 
@@ -204,24 +186,3 @@ class SDFLLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"lambda_={self.lambda_}"
-
-
-def create_sdfl_loss(
-    name: str = "soft_wing",
-    edge_index: Optional[Tensor] = None,
-    num_nodes: Optional[int] = None,
-    lambda_: float = 1.0,
-    **kwargs: float,
-) -> SDFLLoss:
-    """The paper's loss by name: ``create_loss(name) + lambda * RelativeLocationLoss(create_loss(name))``.
-
-    Both terms use the same point loss and ``kwargs``. With ``lambda_ == 0`` no graph is needed
-    and the relative term is left out.
-    """
-    point = create_loss(name, **kwargs)
-    if float(lambda_) == 0:
-        return SDFLLoss(point, None, 0.0)
-    if edge_index is None or num_nodes is None:
-        raise ValueError("create_sdfl_loss: lambda_ > 0 needs the landmark graph (edge_index and num_nodes)")
-    relative = RelativeLocationLoss(edge_index, num_nodes, create_loss(name, **kwargs))
-    return SDFLLoss(point, relative, lambda_)

@@ -6,16 +6,18 @@ import math
 import pytest
 import torch
 
+from pyg_sdfl.config import CONFIG_DIR as CONFIGS
+from pyg_sdfl.config import compose
+from pyg_sdfl.engine.builders import build_loss
+from pyg_sdfl.graph import dense_graph
+
 from pyg_sdfl.losses import (
-    LOSSES,
     L1Loss,
     L2Loss,
     RelativeLocationLoss,
     SDFLLoss,
     SoftWingLoss,
     WingLoss,
-    create_loss,
-    create_sdfl_loss,
     uniform_laplacian,
 )
 
@@ -91,10 +93,13 @@ REFERENCE = {  # scalar formulas written out independently of the implementation
 }
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+LOSS_CLASSES = {"l1": L1Loss, "l2": L2Loss, "wing": WingLoss, "soft_wing": SoftWingLoss}
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_CLASSES))
 def test_reduction_is_sum_over_xy_mean_over_points_and_faces(name):
     torch.manual_seed(0)
-    loss = create_loss(name)
+    loss = LOSS_CLASSES[name]()
     pred = torch.randn(3, 5, 2, dtype=torch.float64) * 8
     target = torch.randn(3, 5, 2, dtype=torch.float64) * 8
     f = REFERENCE[name]
@@ -120,14 +125,18 @@ def test_bad_parameters_and_names():
         WingLoss(w=0)
     with pytest.raises(ValueError, match="eps must be"):
         SoftWingLoss(eps=-1)
-    with pytest.raises(ValueError, match="unknown loss 'huber'.*l1, l2, soft_wing, wing"):
-        create_loss("huber")
 
 
-def test_registry_and_kwargs():
-    assert set(LOSSES) == {"l1", "l2", "wing", "soft_wing"}
-    wing = create_loss("wing", w=5, eps=1)
-    assert isinstance(wing, WingLoss) and wing.w == 5 and wing.eps == 1
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIGS / "loss").glob("*.yaml")))
+def test_every_loss_config_builds_through_hydra_target(option):
+    """Losses are built only from their YAML ``_target_`` (the one registration mechanism)."""
+    cfg = compose([f"loss={option}"])
+    graph = dense_graph(3)
+    loss = build_loss(cfg.loss, graph)
+    assert loss.lambda_ == float(cfg.loss.lambda_)
+    assert type(loss.point_loss).__name__ == cfg.loss.point._target_.rsplit(".", 1)[1]
+    pred, target = torch.randn(2, 3, 2), torch.randn(2, 3, 2)
+    assert torch.isfinite(loss(pred, target))
 
 
 # ---------------------------------------------------------------- relative locations
@@ -208,13 +217,3 @@ def test_sdfl_loss_without_relative_and_default_lambda():
     assert SDFLLoss(L1Loss(), None).lambda_ == 1.0
     with pytest.raises(ValueError, match="lambda_"):
         SDFLLoss(L1Loss(), None, lambda_=-1)
-
-
-def test_create_sdfl_loss():
-    edge_index = torch.tensor([[0, 1], [1, 0]])
-    loss = create_sdfl_loss("wing", edge_index, 2, lambda_=2.0, w=5, eps=1)
-    assert isinstance(loss.point_loss, WingLoss) and loss.point_loss.w == 5
-    assert isinstance(loss.relative_loss.base, WingLoss) and loss.lambda_ == 2.0
-    assert create_sdfl_loss("l1", lambda_=0).relative_loss is None
-    with pytest.raises(ValueError, match="edge_index"):
-        create_sdfl_loss("l1")

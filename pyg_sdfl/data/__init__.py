@@ -9,7 +9,6 @@ from pyg_sdfl.data.balance import pose_balanced_weights, procrustes_align
 from pyg_sdfl.data.dataset import LandmarkDataset, crop_landmarks, mean_shape, worker_init_fn
 from pyg_sdfl.data.readers import (
     DATASETS,
-    READERS,
     load_dataset,
     read_300w,
     read_cofw,
@@ -42,7 +41,6 @@ __all__ = [
     "FaceSample",
     "ImageLoadError",
     "LandmarkDataset",
-    "READERS",
     "apply_affine",
     "build_affine",
     "crop_box_from_landmarks",

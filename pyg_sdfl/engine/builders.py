@@ -131,8 +131,8 @@ def build_datasets(cfg: DictConfig, splits: DataSplits) -> Dict[str, LandmarkDat
         scheme=splits.scheme,
         image_size=int(cfg.dataset.image_size),
         crop_scale=float(cfg.dataset.crop_scale),
-        on_bad_image=str(cfg.dataset.get("on_bad_image", "skip")),
-        cache_images=bool(cfg.dataset.get("cache_images", False)),
+        on_bad_image=str(cfg.dataset.on_bad_image),
+        cache_images=bool(cfg.dataset.cache_images),
     )
     out = {"train": LandmarkDataset(splits.train, augment=augment_config(cfg.train.augment, common["image_size"]),
                                     seed=int(cfg.seed), **common)}
@@ -163,7 +163,7 @@ def build_model(cfg: Mapping[str, Any], graph: LandmarkGraph, num_points: int) -
 def build_loss(loss_cfg: Mapping[str, Any], graph: LandmarkGraph) -> SDFLLoss:
     """Eq. 10: point loss + lambda x relative-location loss on the graph's uniform Laplacian."""
     cfg = _as_config(loss_cfg)
-    lam = float(cfg.get("lambda_", 0.0))
+    lam = float(cfg.lambda_)
     relative = None
     if lam > 0:
         relative = RelativeLocationLoss(graph.edge_index, graph.num_nodes, base=instantiate(cfg.relative))

@@ -5,29 +5,47 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
     {"format": 1, "model": state_dict, "optimizer": ..., "scheduler": ..., "epoch": int,
      "best": {"epoch": int, "val_nme": float}, "rng": {...}, "graph": LandmarkGraph.to_dict(),
      "scheme": "300w", "config": resolved config as a dict, "history": [...], "meta": {...}}
+
+An exported weights file (:mod:`pyg_sdfl.engine.export`) is the same kind of dict with
+``"kind": "pyg_sdfl.pretrained"``, fp16 tensors and only the model part of the config.
+:func:`load_model` is the one function that turns either kind back into a model.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from pyg_sdfl.config import CONFIG_DIR, compose
+from pyg_sdfl.engine.builders import build_model
+from pyg_sdfl.graph import LandmarkGraph
+from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
 __all__ = [
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
     "load_state_dict_strict",
+    "LoadedModel",
+    "load_model",
+    "complete_config",
+    "EXPORTED_KIND",
     "capture_rng_state",
     "restore_rng_state",
 ]
 
 FORMAT_VERSION = 1
+EXPORTED_KIND = "pyg_sdfl.pretrained"  # the "kind" entry of an exported weights file
+MODEL_SECTIONS = ("backbone", "head")  # taken whole from a file's config, never merged with defaults
 
 
 class CheckpointError(RuntimeError):
@@ -57,14 +75,25 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; clear errors for missing or foreign files."""
+    """Read a checkpoint with ``weights_only=True``; one clear line for missing or foreign files.
+
+    Never falls back to ``weights_only=False`` (which can run arbitrary code) and never advises it.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (a run folder holds best.ckpt and last.ckpt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes; an interrupted copy?)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, foreign formats
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: never repeat that
+        raise CheckpointError(f"{path} is not a pyg_sdfl checkpoint: not a torch file of tensors and plain values "
+                              f"({type(err).__name__})") from None
+    except Exception as err:  # truncated files, foreign formats
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated, or not a torch file): "
+                              f"{type(err).__name__}: {err}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a pyg_sdfl checkpoint (no 'model' entry)")
     if state.get("format", 0) > FORMAT_VERSION:
@@ -90,6 +119,103 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"the checkpoint's {what} does not match the configured {what}; " + "; ".join(parts))
     module.load_state_dict(state_dict, strict=True)
+
+
+def complete_config(stored: Mapping[str, Any]) -> DictConfig:
+    """A file's stored config on top of the package defaults for its dataset.
+
+    Training checkpoints store the whole resolved config; exported files only the model part
+    (``dataset.{name, scheme, image_size, crop_scale}``, ``backbone``, ``head``, ``graph``). Both
+    come back as a complete config, so every reader finds every declared key (``evaluate.*``,
+    ``train.precision``, ``dataset.split_seed``, ...), also for files written before a key was
+    declared. ``backbone`` and ``head`` are taken whole (a stored FC head must not gain the SDFL
+    head's options); every other section is merged key by key, the file winning.
+    """
+    stored = OmegaConf.to_container(OmegaConf.create(dict(stored)), resolve=False)
+    name = str((stored.get("dataset") or {}).get("name", ""))
+    overrides = [f"dataset={name}"] if (CONFIG_DIR / "dataset" / f"{name}.yaml").is_file() else []
+    base = OmegaConf.create(OmegaConf.to_container(compose(overrides), resolve=False))
+    for key in MODEL_SECTIONS:
+        if key in stored and key in base:
+            del base[key]
+    return OmegaConf.merge(base, stored)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model rebuilt from a training checkpoint or an exported file, in eval mode on ``device``.
+
+    Attributes:
+        model: the :class:`~pyg_sdfl.nn.model.LandmarkModel`, fp32, ``(B, 3, S, S)`` -> ``(B, N, 2)``
+            crop pixels.
+        graph: the landmark graph it was trained with.
+        scheme: its landmark scheme.
+        config: :func:`complete_config` of the file's config.
+        path: the file.
+        kind: ``"training"`` (a run's ``best.ckpt``/``last.ckpt``) or ``"exported"``.
+        epoch: the epoch of the weights (a training checkpoint's best epoch if it records one).
+        box_mapping: the detector-box mapping stored in the file (a dict), or ``None``.
+        meta: the file's provenance (``meta`` entry), ``{}`` if none.
+    """
+
+    model: nn.Module
+    graph: LandmarkGraph
+    scheme: LandmarkScheme
+    config: DictConfig
+    path: Path
+    kind: str
+    epoch: Optional[int] = None
+    box_mapping: Optional[Dict[str, Any]] = None
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        """Side ``S`` of the square crops the model takes."""
+        return int(self.config.dataset.image_size)
+
+    @property
+    def crop_scale(self) -> float:
+        """Crop side over the landmark-box side at training time."""
+        return float(self.config.dataset.crop_scale)
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """The graph's ``(2, E)`` edges, row 0 source ``j``, row 1 target ``i``."""
+        return self.graph.edge_index
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """The one loader: rebuild the model from a file's own config and graph, load its weights strictly.
+
+    Works for training checkpoints and exported weights files (fp16 tensors are cast to fp32).
+    Every failure is a :class:`CheckpointError` with one line naming the file and what is wrong
+    (missing entries, a scheme the package does not know, keys or shapes that do not match).
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    missing = [k for k in ("config", "graph", "scheme") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}: it cannot be rebuilt into a model")
+    stored = ckpt["config"]
+    absent = [k for k in ("dataset", "backbone", "head") if k not in stored]
+    if absent:
+        raise CheckpointError(f"{path}: its config has no {absent} section")
+    try:
+        scheme = get_scheme(ckpt["scheme"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    config = complete_config(stored)
+    graph = LandmarkGraph.from_dict(ckpt["graph"])
+    model = build_model(config, graph, scheme.num_points)
+    state = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    load_state_dict_strict(model, state)
+    model.to(device).eval()
+    best = ckpt.get("best") or {}
+    epoch = best.get("epoch", ckpt.get("epoch", (ckpt.get("meta") or {}).get("epoch")))
+    return LoadedModel(model=model, graph=graph, scheme=scheme, config=config, path=path,
+                       kind="exported" if ckpt.get("kind") == EXPORTED_KIND else "training",
+                       epoch=None if epoch is None else int(epoch), box_mapping=ckpt.get("box_mapping"),
+                       meta=dict(ckpt.get("meta") or {}))
 
 
 def capture_rng_state() -> Dict[str, Any]:

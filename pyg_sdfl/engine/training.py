@@ -110,7 +110,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
 
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.get("split_seed", 0)))
+    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed))
     if not splits.val:
         raise ValueError("the validation split is empty: raise dataset.val_fraction (model selection needs it)")
     log.info("data: %d train, %d val, %d test faces (%s)", len(splits.train), len(splits.val), len(splits.test), cfg.dataset.name)
@@ -118,15 +118,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
-    if cfg.train.get("channels_last"):
+    if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.loss, graph).to(device)
     optimizer = instantiate(cfg.train.optimizer)(params=model.parameters())
     scheduler = instantiate(cfg.train.scheduler)(optimizer=optimizer)
-    weights = pose_balanced_weights(normalised_shapes(splits.train)) if cfg.train.get("balance") else None
+    weights = pose_balanced_weights(normalised_shapes(splits.train)) if cfg.train.balance else None
 
     state = {"epoch": 0, "best_epoch": -1, "best_val_nme": math.inf, "history": []}
-    resume = cfg.train.get("resume")
+    resume = cfg.train.resume
     if resume:
         path = run_dir / "last.ckpt" if str(resume) == "last" else Path(str(resume))
         ckpt = load_checkpoint(path, map_location=device)
@@ -139,8 +139,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
                      history=list(ckpt.get("history", [])))
         log.info("resumed from %s at epoch %d", path, state["epoch"])
 
-    step_fn = torch.compile(model) if cfg.train.get("compile") else model
-    precision = str(cfg.train.get("precision", "fp32"))
+    step_fn = torch.compile(model) if cfg.train.compile else model
+    precision = str(cfg.train.precision)
     epochs = int(cfg.train.epochs)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     for epoch in range(state["epoch"], epochs):
@@ -185,12 +185,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 
 def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision) -> Dict[str, float]:
     model.train()
-    max_steps = cfg.train.get("max_steps_per_epoch")
+    max_steps = cfg.train.max_steps_per_epoch
     total = len(loader) if max_steps is None else min(len(loader), int(max_steps))
     interactive = sys.stderr.isatty()  # a bar on a terminal; plain log lines in files and CI logs
     bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not interactive)
     loss_sum, faces, t0 = 0.0, 0, time.perf_counter()
-    channels_last = bool(cfg.train.get("channels_last"))
+    channels_last = bool(cfg.train.channels_last)
     for step, batch in enumerate(loader):
         if step >= total:
             break
@@ -209,7 +209,7 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
         loss_sum += loss.item() * images.shape[0]
         faces += images.shape[0]
         bar.update(1)
-        if step % int(cfg.train.get("log_every", 10)) == 0 or step + 1 == total:
+        if step % int(cfg.train.log_every) == 0 or step + 1 == total:
             progress = dict(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             faces_per_s=f"{faces / (time.perf_counter() - t0):.1f}")
             if interactive:

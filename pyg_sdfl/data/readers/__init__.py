@@ -1,7 +1,7 @@
 """Dataset readers: files -> :class:`~pyg_sdfl.data.sample.FaceSample` lists.
 
-``READERS`` maps a format name to its reader; ``DATASETS`` maps a dataset name to a function
-``(root, split, **kw) -> list[FaceSample]`` that knows the dataset's standard folder layout.
+``DATASETS`` maps a dataset name to a function ``(root, split, **kw) -> list[FaceSample]`` that
+knows the dataset's standard folder layout.
 :func:`load_dataset` is the entry point configs use (``dataset.train._target_``). A new dataset
 is one function registered with :func:`register_dataset`.
 """
@@ -16,7 +16,6 @@ from pyg_sdfl.data.readers.wflw import WFLW_ATTRIBUTES, read_wflw, read_wflw_att
 from pyg_sdfl.data.sample import FaceSample
 
 __all__ = [
-    "READERS",
     "DATASETS",
     "register_dataset",
     "load_dataset",
@@ -30,12 +29,6 @@ __all__ = [
 
 PathLike = Union[str, Path]
 DatasetLoader = Callable[..., List[FaceSample]]
-
-READERS: Dict[str, Callable[..., List[FaceSample]]] = {
-    "300w": read_300w,
-    "wflw": read_wflw,
-    "cofw": read_cofw,
-}
 
 DATASETS: Dict[str, DatasetLoader] = {}
 
