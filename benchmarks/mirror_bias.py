@@ -23,13 +23,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from _common import metadata, write_json
-from pyg_sdfl.engine.builders import build_datasets, build_model, load_splits
-from pyg_sdfl.engine.checkpoint import load_checkpoint, load_state_dict_strict
+from pyg_sdfl.engine.builders import build_datasets, load_splits
+from pyg_sdfl.engine.checkpoint import load_model
 from pyg_sdfl.engine.evaluation import predict
-from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.metrics import nme, normalisation_distance
 
 
@@ -67,14 +65,12 @@ def describe_split(res: Dict[str, Any], scheme: str) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
-    cfg = OmegaConf.create(ckpt["config"])
+    loaded = load_model(args.checkpoint)
+    cfg, model = loaded.config, loaded.model
     cfg.dataset.root = args.root
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.get("split_seed", 0)))
+    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed))
     datasets = build_datasets(cfg, splits)
-    model = build_model(cfg, LandmarkGraph.from_dict(ckpt["graph"]), splits.scheme.num_points)
-    load_state_dict_strict(model, ckpt["model"])
-    precision = str(cfg.train.get("precision", "fp32"))
+    precision = str(cfg.train.precision)
     scheme = splits.scheme.name
 
     res = {name: residuals(model, datasets[name], precision) for name in ("val", "test")}

@@ -1,7 +1,7 @@
 """``pyg-sdfl``: train, evaluate, mine graphs and predict landmarks from the command line.
 
     pyg-sdfl train [hydra overrides...]            same as python experiments/run.py
-    pyg-sdfl evaluate --checkpoint CKPT --dataset 300w --root DIR   metrics as JSON on stdout
+    pyg-sdfl evaluate [--checkpoint CKPT] [--dataset 300w] --root DIR   metrics as JSON on stdout
     pyg-sdfl graph --dataset 300w --root DIR --k 3                  mine, save, draw on the mean face
     pyg-sdfl predict IMAGE [IMAGE...] [--box X0 Y0 X1 Y1] [--out annotated.png] [--json]
     pyg-sdfl export --checkpoint RUN/best.ckpt [--out FILE]         the compact fp16 weights file
@@ -23,22 +23,24 @@ from pyg_sdfl.config import compose
 
 __all__ = ["main"]
 
-def _dataset_overrides(args: argparse.Namespace) -> List[str]:
-    overrides = [f"dataset={args.dataset}"]
+def _dataset_overrides(args: argparse.Namespace, dataset: Optional[str] = None) -> List[str]:
+    overrides = [f"dataset={dataset or args.dataset}"]
     if args.root is not None:
         overrides.append(f"dataset.root={Path(args.root).resolve()}")
     return overrides
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
-    from pyg_sdfl.engine.checkpoint import load_checkpoint
+    from pyg_sdfl.engine.builders import resolve_device
+    from pyg_sdfl.engine.checkpoint import load_model
     from pyg_sdfl.experiment import evaluate_run
+    from pyg_sdfl.weights import pretrained_path
 
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg = OmegaConf.create(ckpt["config"])
-    data_cfg = compose(_dataset_overrides(args)).dataset
+    checkpoint = Path(args.checkpoint) if args.checkpoint else pretrained_path("300w")
+    loaded = load_model(checkpoint, device=resolve_device(str(args.device)))
+    cfg = loaded.config.copy()
+    dataset = args.dataset or str(cfg.dataset.name)
+    data_cfg = compose(_dataset_overrides(args, dataset)).dataset
     # the model was trained at this crop size and scale: keep them
     data_cfg.image_size = cfg.dataset.image_size
     data_cfg.crop_scale = cfg.dataset.crop_scale
@@ -48,10 +50,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    result = evaluate_run(cfg, Path(args.checkpoint), out_dir=out_dir, splits_to_score=args.split)
-    payload = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "crop_scale": float(cfg.dataset.crop_scale),
-               "normalisation": str(cfg.evaluate.normalisation), "flip_test": bool(args.flip_test),
-               "metrics": result["metrics"]}
+    result = evaluate_run(cfg, loaded, out_dir=out_dir, splits_to_score=args.split)
+    payload = {"checkpoint": str(checkpoint), "kind": loaded.kind, "epoch": loaded.epoch, "dataset": dataset,
+               "crop_scale": float(cfg.dataset.crop_scale), "image_size": int(cfg.dataset.image_size),
+               "precision": str(cfg.train.precision), "normalisation": str(cfg.evaluate.normalisation),
+               "flip_test": bool(args.flip_test), "metrics": result["metrics"]}
     json.dump(payload, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -103,7 +106,7 @@ def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pyg_sdfl.weights import pretrained_path
-    from pyg_sdfl.weights.export import export_pretrained
+    from pyg_sdfl.engine.export import export_pretrained
 
     metrics = None
     if args.metrics:
@@ -186,11 +189,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train and evaluate (Hydra; all arguments are Hydra overrides)", add_help=False)
 
-    ev = sub.add_parser("evaluate", help="score a checkpoint; prints metrics JSON on stdout")
-    ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--dataset", required=True, help="dataset config name: 300w, wflw, cofw, synthetic")
+    ev = sub.add_parser("evaluate", help="score a model (the shipped one by default); prints metrics JSON on stdout")
+    ev.add_argument("--checkpoint", default=None,
+                    help="a training checkpoint (best.ckpt) or an exported weights file (default: the shipped 300-W model)")
+    ev.add_argument("--dataset", default=None,
+                    help="dataset config name: 300w, wflw, cofw, synthetic (default: the model's training dataset)")
     ev.add_argument("--root", default=None, help="dataset root folder")
-    ev.add_argument("--split", nargs="+", default=["test"], help="splits to score (default: test)")
+    ev.add_argument("--split", nargs="+", default=["test"], choices=["val", "test"],
+                    help="splits to score (default: test; val is carved from train with the model's split seed)")
     ev.add_argument("--out", default=None, help="folder for the CED plot and prediction grid")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--flip-test", action="store_true", help="average each face with its mirror image (2x cost)")

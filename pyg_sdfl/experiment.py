@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import hydra
 import numpy as np
@@ -16,35 +16,32 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pyg_sdfl.data.dataset import denormalise_image
-from pyg_sdfl.engine.builders import build_datasets, build_model, load_splits, resolve_device
-from pyg_sdfl.engine.checkpoint import load_checkpoint, load_state_dict_strict
+from pyg_sdfl.engine.builders import build_datasets, load_splits, resolve_device
+from pyg_sdfl.engine.checkpoint import CheckpointError, LoadedModel, load_model
 from pyg_sdfl.engine.evaluation import evaluate
 from pyg_sdfl.engine.reporting import metrics_table, plot_ced, plot_prediction_grid, run_metadata, write_results
 from pyg_sdfl.engine.training import train
-from pyg_sdfl.graph import LandmarkGraph
 
 log = logging.getLogger("pyg_sdfl")
 
 __all__ = ["run_experiment", "evaluate_run", "main"]
 
 
-def evaluate_run(cfg: DictConfig, checkpoint_path: Path, out_dir: Optional[Path] = None,
+def evaluate_run(cfg: DictConfig, checkpoint: Union[Path, LoadedModel], out_dir: Optional[Path] = None,
                  splits_to_score: Optional[list] = None) -> Dict[str, Any]:
-    """Load a checkpoint strictly, score it on the configured splits and (optionally) write reports.
+    """Score a model on the configured splits and (optionally) write reports.
 
-    The graph comes from the checkpoint; the data from ``cfg.dataset``.
+    ``checkpoint`` is a training checkpoint or exported file (loaded strictly with
+    :func:`~pyg_sdfl.engine.checkpoint.load_model`) or an already loaded model. The model, its
+    graph and scheme come from the file; the data, precision and metric settings from ``cfg``.
     """
     device = resolve_device(str(cfg.device))
-    ckpt = load_checkpoint(checkpoint_path, map_location=device)
-    graph = LandmarkGraph.from_dict(ckpt["graph"])
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.get("split_seed", 0)))
-    if splits.scheme.name != ckpt.get("scheme"):
-        from pyg_sdfl.engine.checkpoint import CheckpointError
-
-        raise CheckpointError(f"{checkpoint_path} was trained on scheme {ckpt.get('scheme')!r}; "
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, device=device)
+    model = loaded.model.to(device)
+    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed))
+    if splits.scheme.name != loaded.scheme.name:
+        raise CheckpointError(f"{loaded.path} was trained on scheme {loaded.scheme.name!r}; "
                               f"dataset {cfg.dataset.name!r} uses {splits.scheme.name!r}")
-    model = build_model(cfg, graph, splits.scheme.num_points).to(device)
-    load_state_dict_strict(model, ckpt["model"])
     datasets = build_datasets(cfg, splits)
     names = splits_to_score or [s for s in cfg.evaluate.splits if s in datasets]
     threshold = float(cfg.evaluate.threshold)
@@ -52,15 +49,14 @@ def evaluate_run(cfg: DictConfig, checkpoint_path: Path, out_dir: Optional[Path]
     for name in names:
         result = evaluate(model, datasets[name], splits.scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
                           threshold=threshold, normalisation=str(cfg.evaluate.normalisation),
-                          precision=str(cfg.train.get("precision", "fp32")),
-                          flip_test=bool(cfg.evaluate.get("flip_test", False)))
+                          precision=str(cfg.train.precision), flip_test=bool(cfg.evaluate.flip_test))
         metrics[name] = result["summary"]
         curves[name] = result["nme"]
         if out_dir is not None and int(cfg.evaluate.grid_faces) > 0:
             _write_grid(datasets[name], result, out_dir / f"predictions_{name}.png", int(cfg.evaluate.grid_faces))
     if out_dir is not None and curves:
         plot_ced(curves, out_dir / "ced.png", threshold=threshold)
-    return {"metrics": metrics, "checkpoint_epoch": ckpt["best"]["epoch"] if "best" in ckpt else ckpt.get("epoch"),
+    return {"metrics": metrics, "checkpoint_epoch": loaded.epoch,
             "nme_per_face": {k: v.tolist() for k, v in curves.items()}}
 
 

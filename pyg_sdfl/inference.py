@@ -36,6 +36,8 @@ from torch import nn
 from pyg_sdfl.data.sample import ImageLoadError, as_rgb_uint8
 from pyg_sdfl.data.transforms import build_affine, normalise_image
 from pyg_sdfl.detection import BoxMapping, HaarFaceDetector, _check_boxes, load_default_box_mapping
+from pyg_sdfl.engine.builders import resolve_device
+from pyg_sdfl.engine.checkpoint import CheckpointError, load_model
 from pyg_sdfl.engine.evaluation import crop_to_image
 from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
@@ -147,8 +149,6 @@ class Landmarker:
         batch_size: int = 64,
         flip_test: bool = False,
     ) -> None:
-        from pyg_sdfl.engine.builders import resolve_device
-
         if int(image_size) != image_size or image_size <= 0:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         if not (math.isfinite(float(crop_scale)) and crop_scale > 0):
@@ -183,38 +183,19 @@ class Landmarker:
         is ``box_mapping`` if given, else the one stored in the file, else the package's fitted
         Haar mapping (``pyg_sdfl/weights/haar_box_mapping.json``).
         """
-        from omegaconf import OmegaConf
-
-        from pyg_sdfl.engine.builders import build_model
-        from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict
-        from pyg_sdfl.graph import LandmarkGraph
-
-        ckpt = load_checkpoint(path, map_location="cpu")
-        missing = [k for k in ("config", "graph", "scheme") if k not in ckpt]
-        if missing:
-            raise CheckpointError(f"{path} lacks {missing}: it cannot be rebuilt into a model")
-        cfg = OmegaConf.create(ckpt["config"])
-        for key in ("dataset", "backbone", "head"):
-            if key not in cfg:
-                raise CheckpointError(f"{path}: its config has no {key!r} section")
-        scheme = get_scheme(ckpt["scheme"])
-        graph = LandmarkGraph.from_dict(ckpt["graph"])
-        model = build_model(cfg, graph, scheme.num_points)
-        state = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
-        load_state_dict_strict(model, state)
-        if box_mapping is None and ckpt.get("box_mapping") is not None:
-            box_mapping = BoxMapping.from_dict(ckpt["box_mapping"])
+        loaded = load_model(path)
+        if box_mapping is None and loaded.box_mapping is not None:
+            box_mapping = BoxMapping.from_dict(loaded.box_mapping)
         if box_mapping is None:
             box_mapping = load_default_box_mapping()
-        meta = dict(ckpt.get("meta") or {})
+        meta = dict(loaded.meta)
         meta.setdefault("source", str(path))
-        return cls(model, scheme, int(cfg.dataset.image_size), float(cfg.dataset.crop_scale),
+        return cls(loaded.model, loaded.scheme, loaded.image_size, loaded.crop_scale,
                    box_mapping=box_mapping, device=device, meta=meta, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str = "300w", device: Union[str, torch.device] = "cpu", **kwargs: Any) -> "Landmarker":
         """The model shipped in ``pyg_sdfl/weights/`` (see :data:`pyg_sdfl.weights.PRETRAINED`)."""
-        from pyg_sdfl.engine.checkpoint import CheckpointError
         from pyg_sdfl.weights import pretrained_path
 
         path = pretrained_path(name)

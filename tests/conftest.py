@@ -22,3 +22,22 @@ def wflw_annotations_root() -> Path:
     if not WFLW_ANNOTATIONS.is_dir():
         pytest.skip(f"WFLW annotations not found at {WFLW_ANNOTATIONS} (../shared/data is absent)")
     return WFLW_ANNOTATIONS
+
+
+# A one-step synthetic run: the smallest real training checkpoint, shared by every test that
+# needs a model file (inference, checkpoint loading, export, the CLI). Trained once per session.
+TINY_RUN = ["dataset.image_size=64", "dataset.train.num_faces=40", "dataset.test.num_faces=4",
+            "dataset.val_fraction=0.2", "train.batch_size=8", "train.num_workers=0", "train.epochs=1",
+            "train.max_steps_per_epoch=1", "evaluate.grid_faces=0", "device=cpu", "backbone=mobilenetv2_100",
+            "head.hidden=32", "head.num_blocks=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """``best.ckpt`` of :data:`TINY_RUN`."""
+    from pyg_sdfl.config import compose
+    from pyg_sdfl.engine.training import train
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    train(compose(TINY_RUN), run)
+    return run / "best.ckpt"

@@ -15,31 +15,16 @@ import pytest
 import torch
 
 from pyg_sdfl.cli import main
-from pyg_sdfl.config import compose
 from pyg_sdfl.data.synthetic import SyntheticFaces
 from pyg_sdfl.data.transforms import build_affine
 from pyg_sdfl.detection import default_box_mapping_path
 from pyg_sdfl.engine.checkpoint import CheckpointError
 from pyg_sdfl.inference import Face, Landmarker, draw_faces, warp_crop
 from pyg_sdfl.weights import pretrained_path
-from pyg_sdfl.weights.export import export_pretrained
-
-TINY = ["dataset.image_size=64", "dataset.train.num_faces=40", "dataset.test.num_faces=4", "dataset.val_fraction=0.2",
-        "train.batch_size=8", "train.num_workers=0", "train.epochs=1", "train.max_steps_per_epoch=1",
-        "evaluate.grid_faces=0", "device=cpu", "backbone=mobilenetv2_100", "head.hidden=32", "head.num_blocks=1"]
 
 SHIPPED = pretrained_path("300w")
 needs_shipped = pytest.mark.skipif(not SHIPPED.is_file(), reason=f"shipped weights {SHIPPED.name} are absent "
                                    "(produced by `pyg-sdfl export` from the 300-W run)")
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    from pyg_sdfl.engine.training import train
-
-    run = tmp_path_factory.mktemp("tiny_run")
-    train(compose(TINY), run)
-    return run / "best.ckpt"
 
 
 @pytest.fixture(scope="module")
@@ -204,36 +189,6 @@ def test_draw_faces(face):
 
 
 # ------------------------------------------------------------------------------ weights
-def test_export_round_trip(tiny_ckpt, landmarker, face, tmp_path):
-    image, box = face
-    out = export_pretrained(tiny_ckpt, tmp_path / "w.pt", metrics={"test": {"nme": 0.5}}, command="tiny run",
-                            data="synthetic faces", machine="test machine")
-    raw = torch.load(out, map_location="cpu", weights_only=True)
-    assert raw["kind"] == "pyg_sdfl.pretrained" and "optimizer" not in raw and "rng" not in raw
-    floats = [v for v in raw["model"].values() if v.is_floating_point()]
-    assert floats and all(v.dtype == torch.float16 for v in floats)
-    assert raw["meta"]["metrics"] == {"test": {"nme": 0.5}} and raw["meta"]["command"] == "tiny run"
-    assert "root" not in raw["config"]["dataset"]  # no paths of the training machine
-    assert out.stat().st_size < 0.6 * tiny_ckpt.stat().st_size
-    loaded = Landmarker.from_checkpoint(out)
-    a = landmarker.predict(image, boxes=[box])[0].landmarks
-    b = loaded.predict(image, boxes=[box])[0].landmarks
-    assert np.abs(a - b).max() < 0.05 * (box[2] - box[0])  # fp16 rounding only
-    with pytest.raises(ValueError, match="MB limit"):
-        export_pretrained(tiny_ckpt, tmp_path / "too_big.pt", max_mb=0.01)
-    assert not (tmp_path / "too_big.pt").exists()
-
-
-def test_strict_loading_of_a_tampered_file(tiny_ckpt, tmp_path):
-    out = export_pretrained(tiny_ckpt, tmp_path / "w.pt")
-    payload = torch.load(out, map_location="cpu", weights_only=True)
-    dropped = sorted(payload["model"])[0]
-    del payload["model"][dropped]
-    torch.save(payload, tmp_path / "tampered.pt")
-    with pytest.raises(CheckpointError, match="missing keys: " + dropped.replace(".", r"\.")):
-        Landmarker.from_checkpoint(tmp_path / "tampered.pt")
-
-
 def test_from_pretrained_names_the_missing_file(monkeypatch, tmp_path):
     import pyg_sdfl.weights as weights
 

@@ -1,10 +1,9 @@
 """Files shipped with the package for inference on arbitrary photos.
 
-    sdfl_300w.pt             a trained 300-W model in fp16 (see :mod:`pyg_sdfl.weights.export`),
+    sdfl_300w.pt             a trained 300-W model in fp16 (see :mod:`pyg_sdfl.engine.export`),
                              loaded by ``Landmarker.from_pretrained("300w")``
     haar_box_mapping.json    Haar face box -> landmark square, fitted on the 300-W training
                              set (``pyg-sdfl fit-box-mapping``)
-    export.py                training checkpoint -> the shipped weights file (``pyg-sdfl export``)
 """
 from __future__ import annotations
 

@@ -25,6 +25,10 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from pyg_sdfl import __version__
+from pyg_sdfl.detection import BoxMapping, load_default_box_mapping
+from pyg_sdfl.engine.checkpoint import EXPORTED_KIND, CheckpointError, load_checkpoint, load_model, save_checkpoint
+
 __all__ = ["MAX_SHIPPED_MB", "export_pretrained", "model_config"]
 
 MAX_SHIPPED_MB = 30.0
@@ -98,10 +102,6 @@ def export_pretrained(
 
     The written file is re-read and loaded strictly into a freshly built model before returning.
     """
-    from pyg_sdfl import __version__
-    from pyg_sdfl.detection import BoxMapping, load_default_box_mapping
-    from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     for key in ("config", "graph", "scheme"):
         if key not in ckpt:
@@ -141,7 +141,7 @@ def export_pretrained(
         "versions": {"pyg_sdfl": __version__, "torch": torch.__version__},
     }
     payload = {
-        "kind": "pyg_sdfl.pretrained",
+        "kind": EXPORTED_KIND,
         "model": state,
         "graph": ckpt["graph"],
         "scheme": ckpt["scheme"],
@@ -156,12 +156,9 @@ def export_pretrained(
 
 
 def _verify(path: Path) -> None:
-    """Re-read ``path`` with weights_only and load it strictly, or delete it and raise."""
-    from pyg_sdfl.inference import Landmarker
-
+    """Re-read ``path`` with weights_only and load it strictly into a rebuilt model, or delete it and raise."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
-        Landmarker.from_checkpoint(path)
+        load_model(path)
     except Exception:
         path.unlink(missing_ok=True)
         raise
