@@ -99,7 +99,7 @@ def export_pretrained(
     The written file is re-read and loaded strictly into a freshly built model before returning.
     """
     from pyg_sdfl import __version__
-    from pyg_sdfl.detection import BoxMapping, load_default_box_mapping
+    from pyg_sdfl.detection.mapping import BoxMapping, load_default_box_mapping
     from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
