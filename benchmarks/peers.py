@@ -12,7 +12,7 @@ NME normalised by the inter-ocular distance, outer eye corners 36/45; FR and AUC
 * dlib (``pip install ".[peers]"``) gets two boxes, and the better is reported:
   (a) the tight ground-truth landmark box;
   (b) a box in the style of dlib's own frontal face detector, on which the shape predictor was
-  trained: a :class:`~pyg_sdfl.peers.BoxStyle` (centre offset and scale relative to the landmark
+  trained: a :class:`~pyg_sdfl.detection.BoxStyle` (centre offset and scale relative to the landmark
   box, four scalars) fitted on the ``--fit-split`` faces where the detector finds the face, then
   applied to every evaluated face's landmark box, so every face gets a box even where the
   detector misses it. How many evaluated faces the detector itself finds is reported, with both
@@ -42,15 +42,9 @@ import torch
 from _common import append_markdown, describe, load_ours, metadata, predict_in_box, time_methods, write_json
 from pyg_sdfl.data import load_dataset
 from pyg_sdfl.metrics import nme, summarize
-from pyg_sdfl.peers import (
-    DlibFaceDetector,
-    box_iou,
-    DlibShapePredictor,
-    fit_box_style,
-    landmark_boxes,
-    match_detection,
-    require_dlib,
-)
+from pyg_sdfl.detection import DlibFaceDetector, fit_box_style, require_dlib
+from pyg_sdfl.geometry import box_iou, landmark_box, match_detection
+from pyg_sdfl.peers import DlibShapePredictor
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -75,12 +69,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def detect_face(detector: DlibFaceDetector, image: np.ndarray, box: np.ndarray, min_iou: float) -> Optional[np.ndarray]:
-    """dlib's detection of the annotated face: upsample 0, then once more if the face was missed."""
+    """dlib's box of the annotated face: upsample 0, then once more if the face was missed."""
     for upsample in (0, 1):
         found = detector(image, upsample)
-        index = match_detection(box, found, min_iou)
+        index = match_detection(box, [d.box for d in found], min_iou)
         if index is not None:
-            return found[index]
+            return found[index].box
     return None
 
 
@@ -88,7 +82,7 @@ def fit_detector_style(samples, detector, min_iou: float):
     """Landmark-box -> dlib-detector-box style from the faces the detector finds."""
     sources, targets = [], []
     for s in samples:
-        box = landmark_boxes(s.landmarks)[0]
+        box = landmark_box(s.landmarks)
         det = detect_face(detector, s.load_image(), box, min_iou)
         if det is not None:
             sources.append(box)
@@ -97,7 +91,7 @@ def fit_detector_style(samples, detector, min_iou: float):
         raise SystemExit(f"dlib's detector found only {len(sources)} of {len(samples)} fit faces: too few to fit a box style")
     sources, targets = np.array(sources), np.array(targets)
     style = fit_box_style(sources, targets)
-    fit_iou = np.array([box_iou(a, b)[0, 0] for a, b in zip(style.apply(sources), targets)])
+    fit_iou = np.array([box_iou(a, b)[0, 0] for a, b in zip(style.detector_boxes(sources), targets)])
     return style, {"faces": len(samples), "detected": len(sources), "median_iou_after_fit": float(np.median(fit_iou))}
 
 
@@ -134,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.max_faces > 0:
         faces = faces[: args.max_faces]
     target = np.stack([s.landmarks.astype(np.float64) for s in faces])
-    gt_boxes = landmark_boxes(target)
+    gt_boxes = landmark_box(target)
     predictor = DlibShapePredictor()
     detector = DlibFaceDetector()
     ours = None if args.no_ours else load_ours(args.checkpoint)
@@ -145,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         fit_faces = fit_faces[: args.fit_faces]
     print(f"fitting the dlib-detector box style on {len(fit_faces)} {args.fit_split} faces ...", file=sys.stderr)
     style, fit_info = fit_detector_style(fit_faces, detector, args.min_iou)
-    styled_boxes = style.apply(gt_boxes)
+    styled_boxes = style.detector_boxes(gt_boxes)
 
     print(f"predicting {len(faces)} {args.split} faces ...", file=sys.stderr)
     preds: Dict[str, List[np.ndarray]] = {"dlib_gt": [], "dlib_style": [], "ours": [], "ours_flip": []}
@@ -173,15 +167,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     timed = faces[: args.timing_faces]
     runs: Dict[str, Callable[[Any], Any]] = {
         "decode": lambda s: s.load_image(),
-        "dlib_gt": lambda s: predictor(s.load_image(), landmark_boxes(s.landmarks)[0]),
-        "dlib_style": lambda s: predictor(s.load_image(), style.apply(landmark_boxes(s.landmarks))[0]),
+        "dlib_gt": lambda s: predictor(s.load_image(), landmark_box(s.landmarks)),
+        "dlib_style": lambda s: predictor(s.load_image(), style.detector_boxes(landmark_box(s.landmarks))[0]),
         "dlib_detector_only": lambda s: detector(s.load_image(), 0),
     }
     if ours is not None:
-        runs["ours"] = lambda s: predict_in_box(ours, s.load_image(), landmark_boxes(s.landmarks)[0])
+        runs["ours"] = lambda s: predict_in_box(ours, s.load_image(), landmark_box(s.landmarks))
         runs["haar_detector_only"] = lambda s: ours.detector(s.load_image())
     if ours_flip is not None:
-        runs["ours_flip"] = lambda s: predict_in_box(ours_flip, s.load_image(), landmark_boxes(s.landmarks)[0])
+        runs["ours_flip"] = lambda s: predict_in_box(ours_flip, s.load_image(), landmark_box(s.landmarks))
     timing = time_methods(runs, timed, repeats=args.repeats)
 
     rows: List[Dict[str, Any]] = []

@@ -81,8 +81,8 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
     from pyg_sdfl.data import load_dataset
-    from pyg_sdfl.detection import (HaarFaceDetector, _summary, collect_box_pairs, default_box_mapping_path,
-                                    fit_box_mapping_on_samples, mapping_errors)
+    from pyg_sdfl.detection import (HaarFaceDetector, collect_box_pairs, default_box_mapping_path,
+                                    fit_box_mapping_on_samples, mapping_errors, summarize_errors)
 
     detector = HaarFaceDetector(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                                 min_size=args.min_size, max_side=args.max_side)
@@ -97,7 +97,7 @@ def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
         boxes, squares, missed = collect_box_pairs(test, detector)
         if len(boxes):
             info["test"] = {"faces_total": len(test), "faces_matched": int(len(boxes)), "faces_unmatched": int(missed),
-                            **_summary(mapping_errors(mapping, boxes, squares))}
+                            **summarize_errors(mapping_errors(mapping, boxes, squares))}
     out = Path(args.out) if args.out else default_box_mapping_path()
     mapping.save(out)
     print(json.dumps({"out": str(out), **mapping.to_dict()}, indent=2))

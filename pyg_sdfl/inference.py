@@ -34,11 +34,11 @@ import torch
 from torch import nn
 
 from pyg_sdfl.data.sample import ImageLoadError, as_rgb_uint8
-from pyg_sdfl.data.transforms import build_affine, normalise_image
-from pyg_sdfl.detection import BoxMapping, HaarFaceDetector, _check_boxes, load_default_box_mapping
+from pyg_sdfl.data.transforms import normalise_image
+from pyg_sdfl.detection import BoxMapping, Detector, HaarFaceDetector, load_default_box_mapping
 from pyg_sdfl.engine.builders import resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError, load_model
-from pyg_sdfl.engine.evaluation import crop_to_image
+from pyg_sdfl.geometry import box_square, check_boxes, crop_matrix, crop_to_image, square_to_box
 from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
@@ -128,8 +128,9 @@ class Landmarker:
         box_mapping: detector box -> landmark square; needed to use the detector or
             ``box_type="detector"`` boxes.
         device: where the model runs ("cpu", "cuda", "auto").
-        detector: the face detector; by default a :class:`~pyg_sdfl.detection.HaarFaceDetector`
-            with the settings the mapping was fitted with (built on first use).
+        detector: the face detector (:class:`~pyg_sdfl.detection.Detector`); by default a
+            :class:`~pyg_sdfl.detection.HaarFaceDetector` with the settings the mapping was fitted
+            with (built on first use). Its boxes must be the kind ``box_mapping`` was fitted on.
         meta: provenance of the weights (training run, data, metrics), for information.
         batch_size: faces per forward pass (all faces of an image in one pass up to this many).
         flip_test: average each face's prediction with the un-mirrored prediction of its mirror
@@ -144,7 +145,7 @@ class Landmarker:
         crop_scale: float,
         box_mapping: Optional[BoxMapping] = None,
         device: Union[str, torch.device] = "cpu",
-        detector: Optional[HaarFaceDetector] = None,
+        detector: Optional[Detector] = None,
         meta: Optional[Mapping[str, Any]] = None,
         batch_size: int = 64,
         flip_test: bool = False,
@@ -209,7 +210,7 @@ class Landmarker:
 
     # ------------------------------------------------------------------------ detection
     @property
-    def detector(self) -> HaarFaceDetector:
+    def detector(self) -> Detector:
         if self._detector is None:
             params = self.box_mapping.detector if self.box_mapping is not None else {}
             self._detector = HaarFaceDetector.from_params(params)
@@ -259,7 +260,7 @@ class Landmarker:
         arr = np.asarray(boxes, dtype=np.float64)
         if arr.size == 0:
             return np.zeros((0, 3)), np.zeros((0, 4)), np.zeros(0)
-        arr = _check_boxes(arr, "boxes")
+        arr = check_boxes(arr, "boxes")
         H, W = image.shape[:2]
         outside = (arr[:, 2] < -0.5) | (arr[:, 0] > W - 0.5) | (arr[:, 3] < -0.5) | (arr[:, 1] > H - 0.5)
         if outside.any():
@@ -267,8 +268,7 @@ class Landmarker:
         if box_type == "detector":
             sq = self._require_mapping().squares(arr)
         else:
-            sq = np.stack([(arr[:, 0] + arr[:, 2]) / 2, (arr[:, 1] + arr[:, 3]) / 2,
-                           np.maximum(arr[:, 2] - arr[:, 0], arr[:, 3] - arr[:, 1])], axis=1)
+            sq = box_square(arr)
         return sq, arr, np.ones(len(arr))
 
     @torch.no_grad()
@@ -292,9 +292,10 @@ class Landmarker:
         if len(squares) == 0:
             return []
         S = self.image_size
+        crop_squares = squares * np.array([1.0, 1.0, self.crop_scale])
         mats, crops = [], []
-        for cx, cy, side in squares:
-            M = build_affine((cx, cy), side * self.crop_scale, S)
+        for cx, cy, side in crop_squares:
+            M = crop_matrix((cx, cy), side, S)
             mats.append(M)
             crops.append(normalise_image(warp_crop(img, M, S)))
         mats_arr = np.stack(mats)
@@ -303,12 +304,9 @@ class Landmarker:
             batch = torch.from_numpy(np.stack(crops[lo:lo + self.batch_size])).to(self.device)
             preds.append(self._net(batch).float().cpu().numpy().astype(np.float64))
         landmarks = crop_to_image(np.concatenate(preds), mats_arr)
-        faces = []
-        for i, (cx, cy, side) in enumerate(squares):
-            half = side * self.crop_scale / 2
-            faces.append(Face(box=boxes_arr[i].astype(np.float64), landmarks=landmarks[i], score=float(scores[i]),
-                              crop_box=np.array([cx - half, cy - half, cx + half, cy + half])))
-        return faces
+        crop_boxes = square_to_box(crop_squares)
+        return [Face(box=boxes_arr[i].astype(np.float64), landmarks=landmarks[i], score=float(scores[i]),
+                     crop_box=crop_boxes[i]) for i in range(len(squares))]
 
     def __repr__(self) -> str:
         return (f"Landmarker({type(self.model).__name__}, scheme={self.scheme.name!r}, image_size={self.image_size}, "

@@ -16,7 +16,7 @@ import torch
 
 from pyg_sdfl.cli import main
 from pyg_sdfl.data.synthetic import SyntheticFaces
-from pyg_sdfl.data.transforms import build_affine
+from pyg_sdfl.geometry import crop_matrix
 from pyg_sdfl.detection import default_box_mapping_path
 from pyg_sdfl.engine.checkpoint import CheckpointError
 from pyg_sdfl.inference import Face, Landmarker, draw_faces, warp_crop
@@ -69,7 +69,7 @@ def test_crop_matches_the_training_crop(landmarker, face):
     image, box = face
     out = landmarker.predict(image, boxes=[box])[0]
     cx, cy, side = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[2] - box[0], box[3] - box[1])
-    M = build_affine((cx, cy), 1.2 * side, 64)
+    M = crop_matrix((cx, cy), 1.2 * side, 64)
     from pyg_sdfl.data.transforms import normalise_image
 
     crop = torch.from_numpy(normalise_image(warp_crop(image, M, 64)))[None]
@@ -138,13 +138,13 @@ def test_warp_crop_antialiases_large_downscales():
     stripes = np.zeros((1200, 1200, 3), np.uint8)
     stripes[:, ::2] = 255  # a pattern that aliases badly when point-sampled
     stripes[:600] = (rng.random((600, 1200, 1)) * 255).astype(np.uint8)
-    M = build_affine((600, 600), 1200, 64)
+    M = crop_matrix((600, 600), 1200, 64)
     crop = warp_crop(stripes, M, 64).astype(np.float64)
     reference = cv2.resize(stripes, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float64)
     assert np.abs(crop[40:, :] - reference[40:, :]).mean() < 3.0  # the stripes average to grey
     assert abs(crop[40:].mean() - 127.5) < 3
     # small downscales use one plain warp
-    M2 = build_affine((600, 600), 96, 64)
+    M2 = crop_matrix((600, 600), 96, 64)
     np.testing.assert_array_equal(warp_crop(stripes, M2, 64), cv2.warpAffine(stripes, M2, (64, 64), flags=cv2.INTER_LINEAR))
 
 

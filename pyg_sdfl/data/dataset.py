@@ -38,13 +38,12 @@ from pyg_sdfl.data.sample import FaceSample, ImageLoadError, as_rgb_uint8, check
 from pyg_sdfl.data.transforms import (
     AugmentConfig,
     AugmentParams,
-    build_affine,
-    crop_box_from_landmarks,
     denormalise_image,
     normalise_image,
     paint_occlusion,
     warp_sample,
 )
+from pyg_sdfl import geometry
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
 __all__ = [
@@ -81,10 +80,8 @@ def worker_init_fn(worker_id: int) -> None:
 
 def crop_landmarks(landmarks: np.ndarray, image_size: int = 256, crop_scale: float = 1.2) -> np.ndarray:
     """Landmarks ``(N, 2)`` mapped into their own evaluation crop (no augmentation), float64."""
-    cx, cy, side = crop_box_from_landmarks(landmarks, crop_scale)
-    M = build_affine((cx, cy), side, image_size)
-    pts = np.asarray(landmarks, dtype=np.float64)
-    return pts @ M[:, :2].T + M[:, 2]
+    cx, cy, side = geometry.crop_square(landmarks, crop_scale)
+    return geometry.apply_affine(landmarks, geometry.crop_matrix((cx, cy), side, image_size))
 
 
 def mean_shape(
@@ -197,7 +194,7 @@ class LandmarkDataset(Dataset):
             )
         check_points(sample.landmarks, where, self.scheme.num_points)
         try:
-            return crop_box_from_landmarks(sample.landmarks, self.crop_scale)
+            return geometry.crop_square(sample.landmarks, self.crop_scale)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
 
@@ -238,7 +235,7 @@ class LandmarkDataset(Dataset):
     def crop_matrix(self, index: int, params: AugmentParams = _NO_AUGMENT) -> np.ndarray:
         """The ``(2, 3)`` float64 original -> crop matrix of face ``index`` under ``params``."""
         cx, cy, side = self._boxes[index]
-        return build_affine(
+        return geometry.crop_matrix(
             (cx, cy), side, self.image_size, rotation_deg=params.rotation_deg, scale=params.scale,
             shift=params.shift, flip=params.flip,
         )

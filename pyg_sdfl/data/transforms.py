@@ -1,15 +1,10 @@
 """Crops and augmentation as one affine map per face.
 
 Every geometric step (crop, resize, rotation, scale, translation, mirror) is folded into a
-single ``(2, 3)`` matrix ``M`` from original-image pixel centres to crop pixel centres; the
+single ``(2, 3)`` matrix ``M`` from original-image pixel centres to crop pixel centres
+(:func:`pyg_sdfl.geometry.crop_matrix`, where the formula and the crop square are defined); the
 image is resampled once (``cv2.warpAffine``, bilinear) and the landmarks are mapped with the same
-``M``. The crop square of side ``side`` centred on ``c`` fills the ``S x S`` output exactly:
-its edges ``c +- side / 2`` land on the output's outer pixel edges ``-0.5`` and ``S - 0.5``.
-
-    k = scale * S / side
-    R = [[cos a, sin a], [-sin a, cos a]]          (a > 0 turns the face counter-clockwise on screen)
-    F = diag(-1, 1) if flip else I                 (mirror about the output's vertical centre line)
-    p' = F k R (p - c) + (S - 1) / 2 + shift
+``M`` (:func:`warp_sample`). This module adds the random parts: augmentation draws and occluders.
 """
 from __future__ import annotations
 
@@ -20,15 +15,13 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from pyg_sdfl.geometry import apply_affine, check_affine
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AugmentConfig",
     "AugmentParams",
-    "crop_box_from_landmarks",
-    "build_affine",
-    "apply_affine",
-    "invert_affine",
     "flip_landmarks",
     "warp_sample",
     "sample_occlusion",
@@ -40,93 +33,6 @@ __all__ = [
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def _check_matrix(M: np.ndarray) -> np.ndarray:
-    M = np.asarray(M, dtype=np.float64)
-    if M.shape != (2, 3):
-        raise ValueError(f"affine matrix must have shape (2, 3), got {M.shape}")
-    if not np.isfinite(M).all():
-        raise ValueError("affine matrix has non-finite entries")
-    return M
-
-
-def crop_box_from_landmarks(landmarks: np.ndarray, scale: float = 1.2) -> Tuple[float, float, float]:
-    """Square crop around the landmarks' bounding box: ``(cx, cy, side)``.
-
-    ``(cx, cy)`` is the centre of the tight landmark box and ``side = scale * max(width, height)``
-    (the paper's protocol: 1.2x). ``landmarks`` is ``(N, 2)``.
-    """
-    pts = np.asarray(landmarks, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
-        raise ValueError(f"landmarks must have shape (N, 2) with N > 0, got {pts.shape}")
-    if not np.isfinite(pts).all():
-        raise ValueError("landmarks contain NaN or infinite coordinates")
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"crop scale must be a positive number, got {scale!r}") from None
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"crop scale must be a positive number, got {scale!r}")
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    side = float(scale * (hi - lo).max())
-    if side <= 0:
-        raise ValueError("landmarks are all at one point: the crop box has zero size")
-    cx, cy = (lo + hi) / 2.0
-    return float(cx), float(cy), side
-
-
-def build_affine(
-    center: Sequence[float],
-    side: float,
-    out_size: int,
-    rotation_deg: float = 0.0,
-    scale: float = 1.0,
-    shift: Sequence[float] = (0.0, 0.0),
-    flip: bool = False,
-) -> np.ndarray:
-    """The ``(2, 3)`` float64 matrix mapping original pixel centres to crop pixel centres.
-
-    See the module docstring for the formula. ``scale > 1`` zooms in (the face grows),
-    ``shift`` is in output pixels, ``flip`` mirrors the output horizontally (landmark indices must
-    then be permuted: :func:`warp_sample` does it).
-    """
-    if not (side > 0 and math.isfinite(side)):
-        raise ValueError(f"crop side must be positive and finite, got {side!r}")
-    if int(out_size) != out_size or out_size <= 0:
-        raise ValueError(f"out_size must be a positive integer, got {out_size!r}")
-    if not (scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"scale must be positive and finite, got {scale!r}")
-    c = np.asarray(center, dtype=np.float64).reshape(-1)
-    t = np.asarray(shift, dtype=np.float64).reshape(-1)
-    if c.shape != (2,) or t.shape != (2,) or not (np.isfinite(c).all() and np.isfinite(t).all()):
-        raise ValueError(f"center and shift must be 2 finite numbers, got {center!r} and {shift!r}")
-    a = math.radians(rotation_deg)
-    k = scale * out_size / side
-    A = k * np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
-    if flip:
-        A[0] = -A[0]
-    offset = (out_size - 1) / 2.0 + t - A @ c
-    return np.concatenate([A, offset[:, None]], axis=1)
-
-
-def apply_affine(points: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """``p' = M[:, :2] p + M[:, 2]`` for points ``(..., 2)``; returns the same shape (float64)."""
-    M = _check_matrix(M)
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim == 0 or pts.shape[-1] != 2:
-        raise ValueError(f"points must have shape (..., 2), got {pts.shape}")
-    return pts @ M[:, :2].T + M[:, 2]
-
-
-def invert_affine(M: np.ndarray) -> np.ndarray:
-    """The inverse ``(2, 3)`` map (crop -> original), e.g. to bring predictions back."""
-    M = _check_matrix(M)
-    A = M[:, :2]
-    if abs(np.linalg.det(A)) < 1e-12:
-        raise ValueError("affine matrix is singular")
-    A_inv = np.linalg.inv(A)
-    return np.concatenate([A_inv, (-A_inv @ M[:, 2])[:, None]], axis=1)
 
 
 def flip_landmarks(points: np.ndarray, width: int, perm: Sequence[int]) -> np.ndarray:
@@ -160,7 +66,7 @@ def warp_sample(
     (``det M[:, :2] < 0``) the landmark indices are permuted with ``flip_perm``, which is then
     required.
     """
-    M = _check_matrix(M)
+    M = check_affine(M)
     mirrored = np.linalg.det(M[:, :2]) < 0
     if mirrored and flip_perm is None:
         raise ValueError("the affine matrix mirrors the image: pass the scheme's flip_perm to permute landmarks")

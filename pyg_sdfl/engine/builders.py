@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.data.sample import FaceSample
 from pyg_sdfl.data.splits import train_val_split
-from pyg_sdfl.data.transforms import AugmentConfig, crop_box_from_landmarks
+from pyg_sdfl.data.transforms import AugmentConfig
+from pyg_sdfl.geometry import crop_square
 from pyg_sdfl.graph import LandmarkGraph, dense_graph, mine_graph, random_graph
 from pyg_sdfl.losses import RelativeLocationLoss, SDFLLoss
 from pyg_sdfl.nn.model import LandmarkModel
@@ -94,7 +95,7 @@ def normalised_shapes(samples: Sequence[FaceSample], crop_scale: float = 1.2) ->
     shapes = np.stack([np.asarray(s.landmarks, dtype=np.float64) for s in samples])
     out = np.empty_like(shapes)
     for i, pts in enumerate(shapes):
-        cx, cy, side = crop_box_from_landmarks(pts, crop_scale)
+        cx, cy, side = crop_square(pts, crop_scale)
         out[i] = (pts - np.array([cx, cy])) / side
     return out
 

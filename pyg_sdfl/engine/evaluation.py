@@ -10,21 +10,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pyg_sdfl.data.dataset import LandmarkDataset
+from pyg_sdfl.geometry import crop_to_image
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
 from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme
 
-__all__ = ["Predictions", "predict", "evaluate", "crop_to_image", "precision_autocast"]
-
-
-def crop_to_image(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-    """Map crop-pixel points ``(B, N, 2)`` back to the original image with the inverse of each
-    original->crop affine ``(B, 2, 3)``: ``p = A^-1 (q - t)``."""
-    linear = matrices[:, :, :2]
-    shift = matrices[:, :, 2]
-    inverse = np.linalg.inv(linear)
-    return np.einsum("bij,bnj->bni", inverse, points - shift[:, None, :])
+__all__ = ["Predictions", "predict", "evaluate", "precision_autocast"]
 
 
 @dataclass

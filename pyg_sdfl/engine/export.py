@@ -26,7 +26,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from pyg_sdfl import __version__
-from pyg_sdfl.detection import BoxMapping, load_default_box_mapping
+from pyg_sdfl.detection.mapping import BoxMapping, load_default_box_mapping
 from pyg_sdfl.engine.checkpoint import EXPORTED_KIND, CheckpointError, load_checkpoint, load_model, save_checkpoint
 
 __all__ = ["MAX_SHIPPED_MB", "export_pretrained", "model_config"]

@@ -1,6 +1,5 @@
-"""Crop/augmentation geometry checked against hand values, OpenCV's own conventions and the
+"""Crops and augmentation (the crop matrix itself: tests/test_geometry.py) checked against hand values, OpenCV's own conventions and the
 pixels themselves (blobs drawn at landmarks must land on the transformed landmarks)."""
-import math
 
 import cv2
 import numpy as np
@@ -9,11 +8,7 @@ import pytest
 from pyg_sdfl.data import read_300w
 from pyg_sdfl.data.transforms import (
     AugmentConfig,
-    apply_affine,
-    build_affine,
-    crop_box_from_landmarks,
     flip_landmarks,
-    invert_affine,
     denormalise_image,
     normalise_image,
     paint_occlusion,
@@ -21,6 +16,7 @@ from pyg_sdfl.data.transforms import (
     sample_occlusion,
     warp_sample,
 )
+from pyg_sdfl.geometry import apply_affine, crop_matrix, crop_square
 from pyg_sdfl.schemes import get_scheme
 
 PERM68 = get_scheme("300w").flip_permutation
@@ -52,62 +48,14 @@ def real_face(w300_root):
     return read_300w(w300_root, folders=["train/afw"])[0]
 
 
-# ---------------------------------------------------------------- crop box and matrix
-def test_crop_box_hand_values():
-    cx, cy, side = crop_box_from_landmarks(np.array([[10.0, 20.0], [30.0, 60.0], [25.0, 30.0]]), scale=1.2)
-    assert (cx, cy) == (20.0, 40.0) and side == pytest.approx(48.0)
-    assert crop_box_from_landmarks(np.array([[0.0, 0.0], [10.0, 5.0]]), scale=1.0)[2] == 10.0
-    with pytest.raises(ValueError, match="NaN"):
-        crop_box_from_landmarks(np.array([[0.0, np.nan], [1.0, 1.0]]))
-    with pytest.raises(ValueError, match="zero size"):
-        crop_box_from_landmarks(np.ones((4, 2)))
-    with pytest.raises(ValueError, match="positive"):
-        crop_box_from_landmarks(np.eye(2), scale=0)
-
-
-def test_build_affine_hand_values():
-    M = build_affine((50, 80), 100, 256)
-    # the centre goes to the output centre; the crop square's edges to the outer pixel edges
-    np.testing.assert_allclose(apply_affine([[50, 80], [100, 80], [0, 30]], M), [[127.5, 127.5], [255.5, 127.5], [-0.5, -0.5]])
-    # +90 deg turns the face counter-clockwise on screen: a point right of the centre goes up
-    M = build_affine((50, 80), 100, 256, rotation_deg=90)
-    np.testing.assert_allclose(apply_affine([[60, 80]], M), [[127.5, 127.5 - 25.6]], atol=1e-9)
-    # zoom, shift, mirror
-    M = build_affine((50, 80), 100, 256, scale=2.0, shift=(3, -4), flip=True)
-    np.testing.assert_allclose(apply_affine([[60, 81]], M), [[127.5 - 51.2 + 3, 127.5 + 5.12 - 4]], atol=1e-9)
-
-
-def test_build_affine_equals_hand_composition_with_opencv_rotation():
-    c, side, S, angle, s, t = np.array([123.4, 87.6]), 151.0, 256, 27.0, 1.07, np.array([11.0, -6.5])
-    k = s * S / side
-    to_origin = np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1.0]])
-    rot = _hom(cv2.getRotationMatrix2D((0.0, 0.0), angle, k))  # OpenCV: positive = counter-clockwise
-    mirror = np.diag([-1.0, 1.0, 1.0])
-    to_out = np.array([[1, 0, (S - 1) / 2 + t[0]], [0, 1, (S - 1) / 2 + t[1]], [0, 0, 1.0]])
-    for flip in (False, True):
-        expected = to_out @ (mirror if flip else np.eye(3)) @ rot @ to_origin
-        np.testing.assert_allclose(build_affine(c, side, S, angle, s, t, flip), expected[:2], atol=1e-10)
-
-
-def test_invert_affine_round_trip():
-    M = build_affine((40, 60), 90, 128, rotation_deg=-20, scale=0.9, shift=(5, 2), flip=True)
-    pts = np.random.default_rng(0).uniform(0, 100, (10, 2))
-    np.testing.assert_allclose(apply_affine(apply_affine(pts, M), invert_affine(M)), pts, atol=1e-9)
-    np.testing.assert_allclose(invert_affine(M), cv2.invertAffineTransform(M), atol=1e-12)
-    with pytest.raises(ValueError, match=r"\(2, 3\)"):
-        apply_affine(pts, np.eye(3))
-    with pytest.raises(ValueError, match="singular"):
-        invert_affine(np.zeros((2, 3)))
-
-
 # ---------------------------------------------------------------- flips
 def test_flip_twice_is_identity():
     pts = np.random.default_rng(1).uniform(0, 200, (68, 2))
     once = flip_landmarks(pts, 211, PERM68)
     np.testing.assert_allclose(flip_landmarks(once, 211, PERM68), pts, atol=1e-12)
     assert not np.allclose(once, pts)
-    M = build_affine((90, 100), 150, 256, rotation_deg=12, flip=True)
-    mirror = build_affine((127.5, 127.5), 256, 256, flip=True)  # mirror within the crop
+    M = crop_matrix((90, 100), 150, 256, rotation_deg=12, flip=True)
+    mirror = crop_matrix((127.5, 127.5), 256, 256, flip=True)  # mirror within the crop
     np.testing.assert_allclose(apply_affine(apply_affine(apply_affine(pts, M), mirror), mirror), apply_affine(pts, M), atol=1e-9)
 
 
@@ -120,14 +68,14 @@ def test_flipped_left_eye_corner_lands_on_right_corner(real_face):
     assert flipped[36, 0] < flipped[45, 0]  # index 36 is still the image-left corner
     # with pixels: a blob on the original left corner 36 shows up at the flipped landmark 45
     img = _blob_image(*real_face.load_image().shape[:2], lm[PROBES])
-    crop, pts = warp_sample(img, lm, build_affine(*_center_side(lm), 256, flip=True), 256, PERM68)
+    crop, pts = warp_sample(img, lm, crop_matrix(*_center_side(lm), 256, flip=True), 256, PERM68)
     for j in PROBES:
         np.testing.assert_allclose(_centroid(crop, pts[PERM68[j]]), pts[PERM68[j]], atol=0.1)
     assert _centroid(crop, pts[45]) == pytest.approx(pts[45], abs=0.1)
 
 
 def _center_side(lm, scale=1.2):
-    cx, cy, side = crop_box_from_landmarks(lm, scale)
+    cx, cy, side = crop_square(lm, scale)
     return (cx, cy), side
 
 
@@ -135,8 +83,8 @@ def test_flip_in_matrix_equals_flipping_the_crop(real_face):
     image = real_face.load_image()
     lm = real_face.landmarks
     center, side = _center_side(lm)
-    plain, pts = warp_sample(image, lm, build_affine(center, side, 256, rotation_deg=10), 256)
-    mirrored, pts_m = warp_sample(image, lm, build_affine(center, side, 256, rotation_deg=10, flip=True), 256, PERM68)
+    plain, pts = warp_sample(image, lm, crop_matrix(center, side, 256, rotation_deg=10), 256)
+    mirrored, pts_m = warp_sample(image, lm, crop_matrix(center, side, 256, rotation_deg=10, flip=True), 256, PERM68)
     reference = cv2.flip(plain, 1)  # the matrix's mirror is the last step, as cv2.flip after the warp
     assert np.abs(mirrored.astype(int) - reference.astype(int)).mean() < 0.5
     np.testing.assert_allclose(pts_m, flip_landmarks(pts, 256, PERM68), atol=1e-4)
@@ -144,7 +92,7 @@ def test_flip_in_matrix_equals_flipping_the_crop(real_face):
 
 def test_mirroring_matrix_requires_permutation():
     with pytest.raises(ValueError, match="flip_perm"):
-        warp_sample(np.zeros((10, 10, 3), np.uint8), np.zeros((68, 2)), build_affine((5, 5), 8, 16, flip=True), 16)
+        warp_sample(np.zeros((10, 10, 3), np.uint8), np.zeros((68, 2)), crop_matrix((5, 5), 8, 16, flip=True), 16)
     with pytest.raises(ValueError, match="3 entries for 68"):
         flip_landmarks(np.zeros((68, 2)), 10, (0, 1, 2))
 
@@ -156,7 +104,7 @@ def test_warp_moves_bright_pixels_to_transformed_landmarks(real_face, rotation, 
     h, w = real_face.load_image().shape[:2]
     img = _blob_image(h, w, lm[PROBES])
     center, side = _center_side(lm)
-    M = build_affine(center, side, 256, rotation, scale, shift, flip)
+    M = crop_matrix(center, side, 256, rotation, scale, shift, flip)
     crop, pts = warp_sample(img, lm, M, 256, PERM68)
     assert crop.shape == (256, 256, 3) and crop.dtype == np.uint8
     for j in PROBES:

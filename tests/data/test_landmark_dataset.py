@@ -11,13 +11,12 @@ from pyg_sdfl.data import (
     FaceSample,
     ImageLoadError,
     LandmarkDataset,
-    apply_affine,
     crop_landmarks,
-    invert_affine,
     mean_shape,
     read_300w,
 )
 from pyg_sdfl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from pyg_sdfl.geometry import apply_affine, invert_affine
 from pyg_sdfl.schemes import get_scheme
 
 PERM = np.asarray(get_scheme("300w").flip_permutation)

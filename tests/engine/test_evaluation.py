@@ -12,7 +12,8 @@ from torch import nn
 
 from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.data.synthetic import SyntheticFaces
-from pyg_sdfl.engine.evaluation import crop_to_image, evaluate, precision_autocast, predict
+from pyg_sdfl.engine.evaluation import evaluate, precision_autocast, predict
+from pyg_sdfl.geometry import crop_to_image
 from pyg_sdfl.metrics import nme
 from pyg_sdfl.schemes import get_scheme
 

@@ -1,0 +1,48 @@
+"""Face detection for photos, and the link between a detector's boxes and the model's crops.
+
+:mod:`.base` says what a detector is (the :class:`Detector` protocol, :class:`Detection`);
+:mod:`.haar` (OpenCV, the default) and :mod:`.dlib` (``[peers]`` extra) are detectors;
+:mod:`.mapping` relates a detector's box to the face's landmark square, both ways. Box
+geometry (IoU, matching, squares) is :mod:`pyg_sdfl.geometry`.
+"""
+from pyg_sdfl.detection.base import Detection, Detector, check_detections, check_image
+from pyg_sdfl.detection.dlib import PEERS_EXTRA_HINT, DlibFaceDetector, box_to_rectangle, rectangle_to_box, require_dlib
+from pyg_sdfl.detection.haar import HAAR_CASCADE, HaarFaceDetector
+from pyg_sdfl.detection.mapping import (
+    BoxMapping,
+    BoxStyle,
+    DetectorBoxModel,
+    collect_box_pairs,
+    default_box_mapping_path,
+    fit_box_mapping,
+    fit_box_mapping_on_samples,
+    fit_box_style,
+    load_default_box_mapping,
+    mapping_errors,
+    summarize_errors,
+)
+
+__all__ = [
+    "HAAR_CASCADE",
+    "PEERS_EXTRA_HINT",
+    "BoxMapping",
+    "BoxStyle",
+    "Detection",
+    "Detector",
+    "DetectorBoxModel",
+    "DlibFaceDetector",
+    "HaarFaceDetector",
+    "box_to_rectangle",
+    "check_detections",
+    "check_image",
+    "collect_box_pairs",
+    "default_box_mapping_path",
+    "fit_box_mapping",
+    "fit_box_mapping_on_samples",
+    "fit_box_style",
+    "load_default_box_mapping",
+    "mapping_errors",
+    "rectangle_to_box",
+    "require_dlib",
+    "summarize_errors",
+]

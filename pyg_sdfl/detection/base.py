@@ -1,0 +1,82 @@
+"""What a face detector is: ``image -> list of Detection``, most confident first.
+
+Every detector of :mod:`pyg_sdfl.detection` follows the :class:`Detector` protocol, and
+:func:`check_detections` is the check a detector's output must pass (the protocol test runs it on
+each). Boxes follow :mod:`pyg_sdfl.geometry` (0-based pixel centres, ``x0, y0, x1, y1``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from pyg_sdfl.geometry import check_boxes
+
+__all__ = ["Detection", "Detector", "check_image", "check_detections"]
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """One detected face.
+
+    Attributes:
+        box: float64 ``(4,)`` ``x0, y0, x1, y1`` (pixel-centre convention, :mod:`pyg_sdfl.geometry`).
+        score: the detector's confidence (larger is more face-like; each detector's own scale,
+            not a probability, comparable between detections of one detector only).
+        keypoints: float64 ``(5, 2)`` (eyes, nose tip, mouth corners) for detectors that give
+            them, else ``None``.
+    """
+
+    box: np.ndarray
+    score: float
+    keypoints: Optional[np.ndarray] = None
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A face detector: ``detector(image)`` with ``image`` ``(H, W, 3)`` uint8 RGB returns the faces
+    found as a list of :class:`Detection`, most confident first (empty when there is none)."""
+
+    def __call__(self, image: np.ndarray) -> List[Detection]:
+        ...
+
+
+def check_image(image: Any) -> np.ndarray:
+    """A detector's input: uint8 ``(H, W, 3)`` RGB or ``(H, W)`` gray, returned C-contiguous;
+    ``ValueError`` otherwise."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ValueError(f"expected a uint8 (H, W, 3) RGB or (H, W) gray image, got {arr.dtype} {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def check_detections(detections: Any, image_shape: Sequence[int]) -> List[Detection]:
+    """Check a detector's output on an image of shape ``image_shape``; return it unchanged.
+
+    It must be a list of :class:`Detection`, each with a finite float64 ``(4,)`` box of positive
+    size that overlaps the image (``-0.5 .. W - 0.5`` by ``-0.5 .. H - 0.5``), a finite float score
+    and ``keypoints`` ``None`` or a finite ``(5, 2)`` array; sorted by score, highest first.
+    ``ValueError`` naming the first problem otherwise.
+    """
+    if not isinstance(detections, list):
+        raise ValueError(f"a detector must return a list of Detection, got {type(detections).__name__}")
+    H, W = int(image_shape[0]), int(image_shape[1])
+    for i, d in enumerate(detections):
+        if not isinstance(d, Detection):
+            raise ValueError(f"detection {i} is a {type(d).__name__}, not a Detection")
+        if not isinstance(d.box, np.ndarray) or d.box.shape != (4,) or d.box.dtype != np.float64:
+            raise ValueError(f"detection {i}: box must be a float64 (4,) array, got {d.box!r}")
+        x0, y0, x1, y1 = check_boxes(d.box, f"detection {i}")[0]
+        if x1 < -0.5 or y1 < -0.5 or x0 > W - 0.5 or y0 > H - 0.5:
+            raise ValueError(f"detection {i}: box {d.box.tolist()} lies outside the {W}x{H} image")
+        if not isinstance(d.score, float) or not np.isfinite(d.score):
+            raise ValueError(f"detection {i}: score must be a finite float, got {d.score!r}")
+        if d.keypoints is not None:
+            kp = np.asarray(d.keypoints)
+            if kp.shape != (5, 2) or not np.isfinite(kp).all():
+                raise ValueError(f"detection {i}: keypoints must be None or a finite (5, 2) array, got shape {kp.shape}")
+    scores = [d.score for d in detections]
+    if scores != sorted(scores, reverse=True):
+        raise ValueError(f"detections must be sorted by score, highest first; got {scores}")
+    return detections
