@@ -101,6 +101,8 @@ class GraphStack(nn.Module):
         self.input_block = input_block
         self.blocks = blocks if isinstance(blocks, nn.ModuleList) else nn.ModuleList(blocks)
         self.output_conv = output_conv
+        #: whether the layers are :class:`DynamicGraphConv` (they need ``alpha``)
+        self.uses_alpha = any(isinstance(m, DynamicGraphConv) for m in self.modules())
 
     @classmethod
     def build(
@@ -117,11 +119,6 @@ class GraphStack(nn.Module):
         input_block = GraphConvBNReLU(make_conv(int(in_channels), f), f)
         blocks = nn.ModuleList(ResidualGraphBlock(make_conv(f, f), make_conv(f, f), f) for _ in range(int(num_blocks)))
         return cls(input_block, blocks, make_conv(f, int(out_channels)))
-
-    @property
-    def uses_alpha(self) -> bool:
-        """Whether the layers are :class:`DynamicGraphConv` (they need ``alpha``)."""
-        return any(isinstance(m, DynamicGraphConv) for m in self.modules())
 
     def forward(
         self, x: Tensor, edge_index: Tensor, alpha: Optional[Tensor] = None, return_hidden: bool = False
