@@ -2,7 +2,7 @@
 
 The public names of each module are its ``__all__``; this package re-exports them.
 """
-from pyg_sdfl.nn import dynamic_graph_conv, edge_weighting, flops, graph_stack, heads, map_to_node
+from pyg_sdfl.nn import dynamic_graph_conv, edge_weighting, graph_stack, heads, map_to_node
 from pyg_sdfl.nn.dynamic_graph_conv import *  # noqa: F401,F403
 from pyg_sdfl.nn.edge_weighting import *  # noqa: F401,F403
 from pyg_sdfl.nn.flops import count_parameters, head_flops, paper_lgrn_flops
