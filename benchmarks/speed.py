@@ -11,10 +11,11 @@ Stages of one prediction, each timed on its own (``time.perf_counter`` around it
   one ``cv2.warpAffine`` to the model's input size), ``normalise`` (ImageNet normalisation,
   HWC -> CHW, stacking the batch);
 * ``backbone``: the CNN to its stride-32 map;
-* head, split along its submodules when it is an SDFL head: ``map_to_node`` (two conv-BN-ReLU
-  blocks, reshape to nodes), ``edge_weighting`` (global average pool + 2 FC -> one logit per edge),
-  ``graph_layers`` (the batched edge index and the DynamicGraphConv stack); other heads are
-  timed as one ``head`` stage;
+* head, split along its submodules when it is a graph head (:class:`pyg_sdfl.nn.GraphHead`):
+  ``map_to_node`` (two conv-BN-ReLU blocks, reshape to nodes), for an SDFL head
+  ``edge_weighting`` (global average pool + 2 FC -> one logit per edge), ``graph_layers`` (the
+  batched edge index, for SDFL the attention ``alpha`` (one softmax), and the head's
+  :class:`~pyg_sdfl.nn.GraphStack`); other heads are timed as one ``head`` stage;
 * post-processing: ``to_pixels`` (normalised -> crop pixels -> image pixels through the inverse
   crop affine).
 
@@ -46,7 +47,7 @@ from pyg_sdfl.data.transforms import build_affine, crop_box_from_landmarks, norm
 from pyg_sdfl.engine.evaluation import crop_to_image
 from pyg_sdfl.inference import Landmarker, warp_crop
 from pyg_sdfl.nn.flops import head_flops
-from pyg_sdfl.nn.heads import SDFLHead, _GraphHead  # _GraphHead: heads with map_to_node + graph layers
+from pyg_sdfl.nn.heads import GraphHead, SDFLHead
 from pyg_sdfl.nn.model import normalised_to_pixels
 from pyg_sdfl.peers import landmark_boxes
 
@@ -94,7 +95,8 @@ class StagedPipeline:
         self.lm = lm
         self.model = lm.model
         self.head = self.model.head
-        self.split_head = isinstance(self.head, _GraphHead)
+        self.split_head = isinstance(self.head, GraphHead)
+        self.graph_stack = self.head.graph_stack if self.split_head else None  # shares the head's layers
         self.stages = list(PRE) + ["backbone"]
         if isinstance(self.head, SDFLHead):
             self.stages += ["map_to_node", "edge_weighting", "graph_layers"]
@@ -119,13 +121,14 @@ class StagedPipeline:
         if self.split_head:
             nodes, maps = head.map_to_node(features)
             t, times["map_to_node"] = clock(), times["map_to_node"] + clock() - t
+            logits = None
             if isinstance(head, SDFLHead):
                 logits = head.edge_weighting(maps)
                 t, times["edge_weighting"] = clock(), times["edge_weighting"] + clock() - t
-                graph_args = (head.batcher.batched_edge_index(b, features.device), logits.reshape(-1))
-            else:
-                graph_args = (head.batcher.batched_edge_index(b, features.device),)
-            normalised = head._run_layers(nodes, graph_args, None)
+            edge_index = head.batcher.batched_edge_index(b, features.device)
+            alpha = None if logits is None else head.attention(logits, edge_index)
+            normalised = self.graph_stack(nodes.reshape(b * head.num_points, -1), edge_index, alpha)
+            normalised = normalised.view(b, head.num_points, 2)
             t, times["graph_layers"] = clock(), times["graph_layers"] + clock() - t
         else:
             normalised = head(features)

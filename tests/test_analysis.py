@@ -18,7 +18,8 @@ from pyg_sdfl import analysis, plotting  # noqa: E402
 from pyg_sdfl.data.transforms import denormalise_image, normalise_image  # noqa: E402
 from pyg_sdfl.graph import graph_from_neighbours, mine_graph, random_graph  # noqa: E402
 from pyg_sdfl.nn.heads import PyGLayerHead, SDFLHead  # noqa: E402
-from pyg_sdfl.nn.model import build_model  # noqa: E402
+from pyg_sdfl.nn.backbones import create_backbone  # noqa: E402
+from pyg_sdfl.nn.model import LandmarkModel  # noqa: E402
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -312,8 +313,9 @@ def test_self_loop_values() -> None:
 def small_model():
     torch.manual_seed(0)
     graph = random_graph(68, 3, seed=0)
-    model = build_model("resnet18", SDFLHead, 68, graph.edge_index, image_size=64, hidden=16, num_blocks=2,
-                        map_hidden=32)
+    backbone = create_backbone("resnet18")
+    model = LandmarkModel(backbone, SDFLHead(backbone.out_channels, (2, 2), 68, graph.edge_index, hidden=16,
+                                             num_blocks=2, map_hidden=32), image_size=64)
     with torch.no_grad():  # non-uniform edge weights (the last edge layer starts at zero)
         model.head.edge_weighting.fc[-1].weight.normal_(0, 0.5)
     return model.eval(), graph
@@ -336,8 +338,9 @@ def test_graph_relational_part_reproduces_the_model(small_model) -> None:
 def test_graph_relational_part_for_a_pyg_layer_head() -> None:
     torch.manual_seed(1)
     graph = random_graph(68, 2, seed=1)
-    model = build_model("resnet18", PyGLayerHead, 68, graph.edge_index, image_size=64, layer="gcn", hidden=8,
-                        num_blocks=1, map_hidden=16).eval()
+    backbone = create_backbone("resnet18")
+    model = LandmarkModel(backbone, PyGLayerHead(backbone.out_channels, (2, 2), 68, graph.edge_index, layer="gcn",
+                                                 hidden=8, num_blocks=1, map_hidden=16), image_size=64).eval()
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         coords, extras = model(images, return_intermediates=True)

@@ -1,7 +1,7 @@
 """The SDFL dynamic graph convolution (paper Eq. 4), as a PyG ``MessagePassing`` layer."""
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -64,7 +64,10 @@ class DynamicGraphConv(MessagePassing):
         **kwargs: passed to :class:`~torch_geometric.nn.conv.MessagePassing` (``aggr`` is fixed to ``"add"``).
 
     Shapes:
-        - **input:** node features ``(|V|, F_in)``, edge_index ``(2, |E|)``, edge_logits ``(|E|,)``
+        - **input:** node features ``(|V|, F_in)``, edge_index ``(2, |E|)`` and either edge_logits
+          ``(|E|,)`` (the layer normalises them with :func:`edge_softmax`) or, keyword-only, a
+          precomputed ``alpha`` ``(|E|,)`` used as is (a stack of layers sharing one face's attention
+          computes it once, see :class:`~pyg_sdfl.nn.graph_stack.GraphStack`)
         - **output:** node features ``(|V|, F_out)``; with ``return_attention_weights=True`` also
           ``(edge_index, alpha)`` with ``alpha`` of shape ``(|E|,)``.
     """
@@ -106,23 +109,33 @@ class DynamicGraphConv(MessagePassing):
         self,
         x: Tensor,
         edge_index: Tensor,
-        edge_logits: Tensor,
+        edge_logits: Optional[Tensor] = None,
         return_attention_weights: bool = False,
+        *,
+        alpha: Optional[Tensor] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
-        """Apply the layer. See the class docstring for shapes."""
+        """Apply the layer to ``edge_logits`` (normalised here) or to a precomputed ``alpha``.
+
+        Exactly one of the two is given; see the class docstring for shapes.
+        """
+        name = self.__class__.__name__
         if x.dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{self.__class__.__name__}: x must be (num_nodes, {self.in_channels}); got {tuple(x.shape)}"
-            )
+            raise ValueError(f"{name}: x must be (num_nodes, {self.in_channels}); got {tuple(x.shape)}")
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"{self.__class__.__name__}: edge_index must be (2, E); got {tuple(edge_index.shape)}")
-        if edge_logits.dim() != 1 or edge_logits.shape[0] != edge_index.shape[1]:
+            raise ValueError(f"{name}: edge_index must be (2, E); got {tuple(edge_index.shape)}")
+        if (edge_logits is None) == (alpha is None):
             raise ValueError(
-                f"{self.__class__.__name__}: edge_logits must be (E,) = ({edge_index.shape[1]},) to match edge_index; "
-                f"got {tuple(edge_logits.shape)}"
+                f"{name}: pass exactly one of edge_logits (E,) (normalised by this layer) or alpha=(E,) "
+                "(already normalised, e.g. edge_softmax(edge_logits, edge_index, num_nodes))"
+            )
+        given, what = (edge_logits, "edge_logits") if alpha is None else (alpha, "alpha")
+        if given.dim() != 1 or given.shape[0] != edge_index.shape[1]:
+            raise ValueError(
+                f"{name}: {what} must be (E,) = ({edge_index.shape[1]},) to match edge_index; got {tuple(given.shape)}"
             )
         num_nodes = x.shape[0]
-        alpha = edge_softmax(edge_logits, edge_index, num_nodes, self.softmax_over)
+        if alpha is None:
+            alpha = edge_softmax(edge_logits, edge_index, num_nodes, self.softmax_over)
         # One bipartite propagation from the 2|V| transformed copies [W_self h ; W_nb h] to the |V|
         # targets: a self-loop reads row j of W_self h, any other edge row |V| + j of W_nb h. Each
         # edge still carries exactly one message (so explainers' edge masks stay per edge).

@@ -5,13 +5,18 @@ Every head has the constructor ``Head(in_channels, feature_size, num_points, edg
 model maps them to pixels; targets are expected roughly in ``[-1, 1]`` and the last layer is
 initialised so that outputs start near 0.
 
-* :class:`SDFLHead` - the paper's L-GRN (Fig. 5): map-to-node, dynamic edge weights, then
-  ``DynamicGraphConv-BN-ReLU``, ``num_blocks`` residual graph blocks, and a final
-  ``DynamicGraphConv`` to 2 coordinates (no BN/ReLU).
-* :class:`PyGLayerHead` - the same structure with any PyG conv from :data:`GRAPH_LAYERS`.
+* :class:`SDFLHead` - the paper's L-GRN (Fig. 5): map-to-node, dynamic edge weights, then the
+  :class:`~pyg_sdfl.nn.graph_stack.GraphStack` of ``DynamicGraphConv`` layers (conv-BN-ReLU,
+  ``num_blocks`` residual graph blocks, a final conv to 2 coordinates), all sharing the face's
+  attention ``alpha``, computed once per forward.
+* :class:`PyGLayerHead` - the same structure with any PyG conv named in :data:`GRAPH_LAYERS`.
+  That registry is the one way to name a PyG layer in config: the ``layer:`` key of
+  ``configs/head/<name>.yaml`` (``_target_: pyg_sdfl.nn.heads.PyGLayerHead``) is a key of it, and
+  :func:`register_graph_layer` adds one.
 * :class:`FCHead` - the FC baseline: flatten -> ``hidden`` + ReLU -> ``2N``.
 
-Graph heads take ``forward(features, return_intermediates=True)`` and then also return a dict
+Both graph heads derive from :class:`GraphHead`, which holds their shared arguments and builds
+their stack. Graph heads take ``forward(features, return_intermediates=True)`` and then also return a dict
 with ``"nodes_map_to_node"`` ``(B, N, I)``, ``"nodes_input"`` ``(B, N, F)``,
 ``"nodes_block_{b}"`` ``(B, N, F)`` after each residual block, and for SDFL ``"edge_logits"``
 and ``"alpha"`` ``(B, E)`` (per-face attention, edges in ``edge_index`` order).
@@ -19,7 +24,7 @@ and ``"alpha"`` ``(B, E)`` (per-face attention, edges in ``edge_index`` order).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,19 +34,10 @@ from pyg_sdfl.graph.batching import GraphBatcher
 from pyg_sdfl.graph.mining import LandmarkGraph
 from pyg_sdfl.nn.dynamic_graph_conv import SOFTMAX_OVER, DynamicGraphConv, edge_softmax
 from pyg_sdfl.nn.edge_weighting import EdgeWeighting
+from pyg_sdfl.nn.graph_stack import GraphStack, run_graph_stack
 from pyg_sdfl.nn.map_to_node import MapToNode
 
-__all__ = [
-    "SDFLHead",
-    "PyGLayerHead",
-    "FCHead",
-    "GRAPH_LAYERS",
-    "HEADS",
-    "make_graph_layer",
-    "register_graph_layer",
-    "GraphConvBNReLU",
-    "ResidualGraphBlock",
-]
+__all__ = ["GraphHead", "SDFLHead", "PyGLayerHead", "FCHead", "GRAPH_LAYERS", "make_graph_layer", "register_graph_layer"]
 
 OUTPUT_INIT_SCALE = 1e-3
 
@@ -59,7 +55,8 @@ def _mean_over_heads(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 #: name -> factory ``(in_channels, out_channels, **kwargs) -> MessagePassing`` called as ``layer(x, edge_index)``.
-#: Adding a layer is one entry here (or one :func:`register_graph_layer` call).
+#: The names a :class:`PyGLayerHead` accepts as ``layer`` (the ``layer:`` key of its YAML). Adding a
+#: layer is one entry here (or one :func:`register_graph_layer` call before the head is built).
 GRAPH_LAYERS: Dict[str, Callable[..., nn.Module]] = {
     "gcn": GCNConv,
     "gat": _mean_over_heads(GATConv),
@@ -86,32 +83,7 @@ def make_graph_layer(name: str, in_channels: int, out_channels: int, **kwargs: A
     return factory(in_channels, out_channels, **kwargs)
 
 
-# ----------------------------------------------------------------------------- building blocks
-class GraphConvBNReLU(nn.Module):
-    """``conv(x, *graph_args) -> BatchNorm1d -> ReLU`` on node features ``(|V|, F)``."""
-
-    def __init__(self, conv: nn.Module, channels: int) -> None:
-        super().__init__()
-        self.conv = conv
-        self.norm = nn.BatchNorm1d(channels)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor, *graph_args: Tensor) -> Tensor:
-        return self.act(self.norm(self.conv(x, *graph_args)))
-
-
-class ResidualGraphBlock(nn.Module):
-    """Two ``GraphConv-BN-ReLU`` plus the identity: ``x + f2(f1(x))``."""
-
-    def __init__(self, conv1: nn.Module, conv2: nn.Module, channels: int) -> None:
-        super().__init__()
-        self.block1 = GraphConvBNReLU(conv1, channels)
-        self.block2 = GraphConvBNReLU(conv2, channels)
-
-    def forward(self, x: Tensor, *graph_args: Tensor) -> Tensor:
-        return x + self.block2(self.block1(x, *graph_args), *graph_args)
-
-
+# ----------------------------------------------------------------------------- checks and init
 @torch.no_grad()
 def _shrink_output_layer(module: nn.Module, scale: float = OUTPUT_INIT_SCALE) -> None:
     """Scale the weights of the coordinate layer by ``scale`` and zero its biases: outputs start near 0."""
@@ -169,8 +141,22 @@ def _check_edge_index(edge_index: Union[Tensor, LandmarkGraph, None], num_points
 
 
 # ----------------------------------------------------------------------------- graph heads
-class _GraphHead(nn.Module):
-    """Shared structure: map-to-node -> conv-BN-ReLU -> residual blocks -> conv to 2 coordinates."""
+class GraphHead(nn.Module):
+    """Map-to-node, then the :class:`~pyg_sdfl.nn.graph_stack.GraphStack` (the shared part of the graph heads).
+
+    The stack's layers are the head's own children ``input_block``, ``blocks``, ``output_conv``
+    (so the state_dict keys read ``input_block.*``, ``blocks.*``, ``output_conv.*``);
+    :attr:`graph_stack` wraps them as a standalone module.
+
+    Args:
+        in_channels, feature_size, num_points, edge_index: see the module docstring.
+        nodes_per_point: ``n`` maps per landmark (paper: 4); node features are ``I = n*H*W``.
+        hidden: ``F`` (paper: 128).
+        num_blocks: residual graph blocks (paper: 4).
+        map_hidden, map_kernel_size: of the map-to-node blocks.
+
+    A subclass builds its own modules, then calls :meth:`_build_stack` with its conv factory.
+    """
 
     def __init__(
         self,
@@ -201,14 +187,19 @@ class _GraphHead(nn.Module):
         self.node_features = self.map_to_node.node_features(self.feature_size)
         self._batcher: Optional[GraphBatcher] = None
 
-    def _build_layers(self, make_conv: Callable[[int, int], nn.Module]) -> None:
-        f = self.hidden
-        self.input_block = GraphConvBNReLU(make_conv(self.node_features, f), f)
-        self.blocks = nn.ModuleList(
-            ResidualGraphBlock(make_conv(f, f), make_conv(f, f), f) for _ in range(self.num_blocks)
-        )
-        self.output_conv = make_conv(f, 2)
+    def _build_stack(self, make_conv: Callable[[int, int], nn.Module]) -> None:
+        stack = GraphStack.build(make_conv, self.node_features, self.hidden, self.num_blocks)
+        self.input_block, self.blocks, self.output_conv = stack.input_block, stack.blocks, stack.output_conv
         _shrink_output_layer(self.output_conv)
+
+    @property
+    def graph_stack(self) -> GraphStack:
+        """The graph layers as a :class:`GraphStack`: ``(x (|V|, I), edge_index, alpha) -> (|V|, 2)``
+        normalised coordinates. It shares this head's layers (and so its weights and modes); it is
+        not a child of the head."""
+        stack = GraphStack(self.input_block, self.blocks, self.output_conv)
+        stack.training = self.training
+        return stack
 
     # The batched edge_index is cached per (B, device); drop the cache whenever the buffer changes.
     def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
@@ -221,22 +212,24 @@ class _GraphHead(nn.Module):
 
     @property
     def batcher(self) -> GraphBatcher:
+        """Batches this head's graph: ``batched_edge_index(B, device)`` is the ``(2, B*E)`` union."""
         if self._batcher is None:
             self._batcher = GraphBatcher(self.edge_index, self.num_points)
         return self._batcher
 
-    def _run_layers(
-        self, nodes: Tensor, graph_args: Tuple[Tensor, ...], inter: Optional[Dict[str, Tensor]]
+    def _run_stack(
+        self, nodes: Tensor, edge_index: Tensor, alpha: Optional[Tensor], inter: Optional[Dict[str, Tensor]]
     ) -> Tensor:
+        """Nodes ``(B, N, I)`` -> coordinates ``(B, N, 2)``; records the hidden nodes in ``inter``."""
         b, n = nodes.shape[0], self.num_points
-        x = self.input_block(nodes.reshape(b * n, -1), *graph_args)
+        hidden: Optional[List[Tensor]] = None if inter is None else []
+        x = nodes.reshape(b * n, -1)
+        out = run_graph_stack(self.input_block, self.blocks, self.output_conv, x, edge_index, alpha, hidden)
         if inter is not None:
-            inter["nodes_input"] = x.view(b, n, -1)
-        for i, block in enumerate(self.blocks):
-            x = block(x, *graph_args)
-            if inter is not None:
-                inter[f"nodes_block_{i}"] = x.view(b, n, -1)
-        return self.output_conv(x, *graph_args).view(b, n, 2)
+            inter["nodes_input"] = hidden[0].view(b, n, -1)
+            for i, h in enumerate(hidden[1:]):
+                inter[f"nodes_block_{i}"] = h.view(b, n, -1)
+        return out.view(b, n, 2)
 
     def extra_repr(self) -> str:
         return (
@@ -245,25 +238,24 @@ class _GraphHead(nn.Module):
         )
 
 
-class SDFLHead(_GraphHead):
+class SDFLHead(GraphHead):
     r"""The SDFL landmark-graph relational network (L-GRN, paper Fig. 5).
 
     ``features (B, C, H, W)`` -> :class:`MapToNode` -> nodes ``(B, N, I)`` with ``I = n*H*W`` and
-    maps ``(B, N*n, H, W)`` -> :class:`EdgeWeighting` -> logits ``(B, E)`` -> on the disjoint union
-    of the B face graphs: ``DynamicGraphConv(I, F)-BN-ReLU``, ``num_blocks`` residual blocks of two
-    ``DynamicGraphConv(F, F)-BN-ReLU`` plus identity, ``DynamicGraphConv(F, 2)`` -> ``(B, N, 2)``.
-    All layers share the face's attention :math:`\alpha` (softmax of its logits over each
-    node's incoming edges).
+    maps ``(B, N*n, H, W)`` -> :class:`EdgeWeighting` -> logits ``(B, E)`` -> :meth:`attention`
+    ``alpha (B*E,)`` -> on the disjoint union of the B face graphs, the
+    :class:`~pyg_sdfl.nn.graph_stack.GraphStack`: ``DynamicGraphConv(I, F)-BN-ReLU``,
+    ``num_blocks`` residual blocks of two ``DynamicGraphConv(F, F)-BN-ReLU`` plus identity,
+    ``DynamicGraphConv(F, 2)`` -> ``(B, N, 2)``. All layers share the face's attention
+    :math:`\alpha` (softmax of its logits over each node's incoming edges), computed once.
 
     Args:
         in_channels, feature_size, num_points, edge_index: see the module docstring.
-        nodes_per_point: ``n`` (paper: 4).
-        hidden: ``F`` (paper: 128).
-        num_blocks: residual graph blocks (paper: 4).
         dynamic: ``False`` = binary adjacency (all logits 1 -> uniform weights), the paper's ablation.
         softmax_over: ``"target"`` (paper) or ``"source"`` (authors' released code).
-        map_hidden, map_kernel_size: of the map-to-node blocks.
         edge_hidden: width of the edge-weighting FC (default ``N*n // 2``).
+        **graph_options: of :class:`GraphHead` (``nodes_per_point``, ``hidden``, ``num_blocks``,
+            ``map_hidden``, ``map_kernel_size``).
     """
 
     def __init__(
@@ -272,19 +264,13 @@ class SDFLHead(_GraphHead):
         feature_size: Sequence[int],
         num_points: int,
         edge_index: Union[Tensor, LandmarkGraph, None],
-        nodes_per_point: int = 4,
-        hidden: int = 128,
-        num_blocks: int = 4,
+        *,
         dynamic: bool = True,
         softmax_over: str = "target",
-        map_hidden: int = 256,
-        map_kernel_size: int = 3,
         edge_hidden: Optional[int] = None,
+        **graph_options: Any,
     ) -> None:
-        super().__init__(
-            in_channels, feature_size, num_points, edge_index, nodes_per_point, hidden, num_blocks,
-            map_hidden, map_kernel_size,
-        )
+        super().__init__(in_channels, feature_size, num_points, edge_index, **graph_options)
         if softmax_over not in SOFTMAX_OVER:
             raise ValueError(f"SDFLHead: softmax_over must be one of {SOFTMAX_OVER}; got {softmax_over!r}")
         self.dynamic = bool(dynamic)
@@ -292,7 +278,12 @@ class SDFLHead(_GraphHead):
         self.edge_weighting = EdgeWeighting(
             self.map_to_node.out_channels, self.num_edges, edge_hidden, dynamic=self.dynamic
         )
-        self._build_layers(lambda i, o: DynamicGraphConv(i, o, softmax_over=softmax_over))
+        self._build_stack(lambda i, o: DynamicGraphConv(i, o, softmax_over=softmax_over))
+
+    def attention(self, logits: Tensor, edge_index: Tensor) -> Tensor:
+        """Per-face edge logits ``(B, E)`` -> ``alpha (B*E,)`` on the batched ``edge_index (2, B*E)``
+        (face-major), normalised as ``softmax_over`` says (:func:`edge_softmax`)."""
+        return edge_softmax(logits.reshape(-1), edge_index, logits.shape[0] * self.num_points, self.softmax_over)
 
     def forward(
         self, features: Tensor, return_intermediates: bool = False
@@ -302,27 +293,28 @@ class SDFLHead(_GraphHead):
         nodes, maps = self.map_to_node(features)
         logits = self.edge_weighting(maps)  # (B, E)
         edge_index = self.batcher.batched_edge_index(b, features.device)
-        flat_logits = logits.reshape(-1)  # face-major, matches the batched edge order
+        alpha = self.attention(logits, edge_index)  # once for all layers
         inter: Optional[Dict[str, Tensor]] = {"nodes_map_to_node": nodes} if return_intermediates else None
-        coords = self._run_layers(nodes, (edge_index, flat_logits), inter)
+        coords = self._run_stack(nodes, edge_index, alpha, inter)
         if inter is None:
             return coords
-        alpha = edge_softmax(flat_logits, edge_index, b * self.num_points, self.softmax_over)
         inter["edge_logits"] = logits
         inter["alpha"] = alpha.view(b, self.num_edges)
         return coords, inter
 
 
-class PyGLayerHead(_GraphHead):
+class PyGLayerHead(GraphHead):
     """The L-GRN structure with a stock PyG conv instead of :class:`DynamicGraphConv`.
 
     No dynamic edge weights: attention layers (GAT, GATv2, Transformer) use their own attention.
 
     Args:
+        in_channels, feature_size, num_points, edge_index: see the module docstring.
         layer: a key of :data:`GRAPH_LAYERS` (``"gcn"``, ``"gat"``, ``"gatv2"``, ``"sage"``,
-            ``"transformer"``, ``"graphconv"``).
+            ``"transformer"``, ``"graphconv"``, or one added with :func:`register_graph_layer`).
         layer_kwargs: extra constructor arguments for every conv (e.g. ``{"heads": 4}``).
-        other arguments: as :class:`SDFLHead`.
+        **graph_options: of :class:`GraphHead` (``nodes_per_point``, ``hidden``, ``num_blocks``,
+            ``map_hidden``, ``map_kernel_size``).
     """
 
     def __init__(
@@ -331,33 +323,26 @@ class PyGLayerHead(_GraphHead):
         feature_size: Sequence[int],
         num_points: int,
         edge_index: Union[Tensor, LandmarkGraph, None],
+        *,
         layer: str = "gcn",
         layer_kwargs: Optional[Mapping[str, Any]] = None,
-        nodes_per_point: int = 4,
-        hidden: int = 128,
-        num_blocks: int = 4,
-        map_hidden: int = 256,
-        map_kernel_size: int = 3,
+        **graph_options: Any,
     ) -> None:
         if layer not in GRAPH_LAYERS:
             raise KeyError(f"unknown graph layer {layer!r}; known: {sorted(GRAPH_LAYERS)}")
-        super().__init__(
-            in_channels, feature_size, num_points, edge_index, nodes_per_point, hidden, num_blocks,
-            map_hidden, map_kernel_size,
-        )
+        super().__init__(in_channels, feature_size, num_points, edge_index, **graph_options)
         self.layer = layer
         kwargs = dict(layer_kwargs or {})
-        self._build_layers(lambda i, o: make_graph_layer(layer, i, o, **kwargs))
+        self._build_stack(lambda i, o: make_graph_layer(layer, i, o, **kwargs))
 
     def forward(
         self, features: Tensor, return_intermediates: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
         _check_features(features, self.in_channels, self.feature_size, "PyGLayerHead")
-        b = features.shape[0]
         nodes, _ = self.map_to_node(features)
-        edge_index = self.batcher.batched_edge_index(b, features.device)
+        edge_index = self.batcher.batched_edge_index(features.shape[0], features.device)
         inter: Optional[Dict[str, Tensor]] = {"nodes_map_to_node": nodes} if return_intermediates else None
-        coords = self._run_layers(nodes, (edge_index,), inter)
+        coords = self._run_stack(nodes, edge_index, None, inter)
         return coords if inter is None else (coords, inter)
 
     def extra_repr(self) -> str:
@@ -410,7 +395,3 @@ class FCHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, feature_size={self.feature_size}, num_points={self.num_points}"
-
-
-#: name -> head class, for configs: ``HEADS[name](in_channels, feature_size, num_points, edge_index, **opts)``.
-HEADS: Dict[str, type] = {"sdfl": SDFLHead, "fc": FCHead, "pyg": PyGLayerHead}

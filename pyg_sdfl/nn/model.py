@@ -13,13 +13,11 @@ so ``o = 0`` is the crop centre ``(S - 1) / 2``.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
-from pyg_sdfl.nn.backbones import Backbone, create_backbone
-
-__all__ = ["LandmarkModel", "build_model", "normalised_to_pixels", "pixels_to_normalised"]
+__all__ = ["LandmarkModel", "normalised_to_pixels", "pixels_to_normalised"]
 
 
 def normalised_to_pixels(coords: Tensor, image_size: int) -> Tensor:
@@ -110,34 +108,3 @@ class LandmarkModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, num_points={self.num_points}"
-
-
-def build_model(
-    backbone: Union[str, Backbone],
-    head_factory: Callable[..., nn.Module],
-    num_points: int,
-    edge_index: Tensor,
-    image_size: int = 256,
-    **head_kwargs: Any,
-) -> LandmarkModel:
-    """Assemble a :class:`LandmarkModel`.
-
-    ``backbone`` is a registry name (built with :func:`create_backbone`, random init) or a built
-    :class:`Backbone`. The head is
-    ``head_factory(backbone.out_channels, backbone.output_size(image_size), num_points, edge_index, **head_kwargs)``.
-    """
-    if isinstance(backbone, str):
-        backbone = create_backbone(backbone)
-    if not isinstance(backbone, Backbone):
-        raise ValueError(f"backbone must be a name or a Backbone, got {type(backbone).__name__}")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_points):
-        raise ValueError(f"edge_index refers to nodes outside [0, {num_points}) for num_points={num_points}")
-    head = head_factory(backbone.out_channels, backbone.output_size(image_size), num_points, edge_index, **head_kwargs)
-    model = LandmarkModel(backbone, head, image_size=image_size)
-    if model.num_points is not None and model.num_points != num_points:
-        raise ValueError(f"head reports num_points={model.num_points}, but num_points={num_points} was asked for")
-    if model.num_points is None:
-        model.num_points = int(num_points)
-    return model

@@ -1,12 +1,13 @@
-"""Heads: shapes, structure, intermediates, isolation of faces, registries, errors."""
+"""Heads: shapes, structure, intermediates, isolation of faces, the layer registry, errors, the shipped weights."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from pyg_sdfl.graph import random_graph
-from pyg_sdfl.nn import GRAPH_LAYERS, HEADS, DynamicGraphConv, FCHead, PyGLayerHead, SDFLHead, register_graph_layer
-from pyg_sdfl.nn.heads import GraphConvBNReLU, ResidualGraphBlock
+from pyg_sdfl.nn import GRAPH_LAYERS, DynamicGraphConv, FCHead, PyGLayerHead, SDFLHead, register_graph_layer
+from pyg_sdfl.nn.graph_stack import GraphConvBNReLU, ResidualGraphBlock
+from pyg_sdfl.weights import pretrained_path
 
 N, C, HW = 10, 8, (4, 4)
 SMALL = dict(nodes_per_point=2, hidden=16, num_blocks=2, map_hidden=8)
@@ -128,9 +129,7 @@ def test_adding_a_layer_is_one_registry_entry(graph) -> None:
         GRAPH_LAYERS.pop("graphconv_mean")
 
 
-def test_registries() -> None:
-    assert set(GRAPH_LAYERS) >= {"gcn", "gat", "gatv2", "sage", "transformer", "graphconv"}
-    assert HEADS["sdfl"] is SDFLHead and HEADS["fc"] is FCHead and HEADS["pyg"] is PyGLayerHead
+def test_unknown_graph_layer_lists_the_known_ones() -> None:
     with pytest.raises(KeyError, match="unknown graph layer 'gin'.*'gat'"):
         PyGLayerHead(C, HW, N, random_graph(N, 3, seed=0).edge_index, layer="gin")
 
@@ -210,3 +209,40 @@ def test_fc_head_hidden_units_survive_adamw():
         features = torch.relu(torch.randn(64, 512, 3, 3)) * 0.5
         hidden = head(features, return_intermediates=True)[1]["hidden"]
     assert (hidden > 0).any(0).float().mean() >= 0.9
+
+
+def test_head_options_are_keywords(graph) -> None:
+    """The head-specific options follow the four shared arguments by name only: a fifth positional
+    argument is an error, not silently ``dynamic`` or ``layer``."""
+    with pytest.raises(TypeError):
+        SDFLHead(C, HW, N, graph.edge_index, 2)
+    with pytest.raises(TypeError):
+        PyGLayerHead(C, HW, N, graph.edge_index, "gat")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        SDFLHead(C, HW, N, graph.edge_index, hiden=16)
+
+
+SHIPPED = pretrained_path("300w")
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason=f"shipped weights {SHIPPED.name} are absent")
+def test_shipped_head_keys_load_strictly_and_its_graph_stack_reproduces_it() -> None:
+    """The head built from the shipped file's own config has exactly the file's head keys and shapes."""
+    raw = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    options = {k: v for k, v in raw["config"]["head"].items() if not k.startswith("_")}
+    state = {k[len("head."):]: v.float() if v.is_floating_point() else v
+             for k, v in raw["model"].items() if k.startswith("head.")}
+    edge_index = state["edge_index"]
+    channels = state["map_to_node.blocks.0.0.weight"].shape[1]
+    side = int(raw["config"]["dataset"]["image_size"]) // 32
+    head = SDFLHead(channels, (side, side), 68, edge_index, **options).eval()
+    assert {k: tuple(v.shape) for k, v in head.state_dict().items()} == {k: tuple(v.shape) for k, v in state.items()}
+    head.load_state_dict(state, strict=True)
+    features = torch.randn(2, channels, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        coords, inter = head(features, return_intermediates=True)
+        ei = head.batcher.batched_edge_index(2)
+        stack = head.graph_stack
+        out = stack(inter["nodes_map_to_node"].reshape(2 * 68, -1), ei, alpha=inter["alpha"].reshape(-1))
+    assert not stack.training and not any(k.startswith("graph_stack") for k in head.state_dict())
+    torch.testing.assert_close(out.view(2, 68, 2), coords, atol=0, rtol=0)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pyg_sdfl.nn.backbones import create_backbone
-from pyg_sdfl.nn.model import LandmarkModel, build_model, normalised_to_pixels, pixels_to_normalised
+from pyg_sdfl.nn.model import LandmarkModel, normalised_to_pixels, pixels_to_normalised
 
 
 class PatchBackbone(nn.Module):
@@ -129,27 +129,3 @@ def test_channels_last_model():
     model = model.to(memory_format=torch.channels_last)
     out = model(images.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-
-
-def test_build_model():
-    edge_index = torch.tensor([[0, 1, 2, 1], [1, 0, 1, 2]])
-    model = build_model("mobilenetv2_100", FlattenHead, num_points=3, edge_index=edge_index)
-    assert model.num_points == 3
-    assert model.head.linear.in_features == 320 * 8 * 8
-    model.eval()
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 256, 256)).shape == (1, 3, 2)
-
-
-def test_build_model_checks():
-    backbone = create_backbone("mobilenetv2_100")
-    with pytest.raises(ValueError, match="outside"):
-        build_model(backbone, FlattenHead, num_points=3, edge_index=torch.tensor([[0, 3], [1, 0]]))
-    with pytest.raises(ValueError, match=r"shape \(2, E\)"):
-        build_model(backbone, FlattenHead, num_points=3, edge_index=torch.tensor([0, 1]))
-
-    def mismatched(in_channels, feature_size, num_points, edge_index):
-        return FlattenHead(in_channels, feature_size, num_points + 1)
-
-    with pytest.raises(ValueError, match="num_points"):
-        build_model(backbone, mismatched, num_points=3, edge_index=torch.tensor([[0], [1]]))
