@@ -43,13 +43,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _common import append_markdown, describe, load_ours, metadata, write_json
 from pyg_sdfl.data.sample import FaceSample
-from pyg_sdfl.data.transforms import build_affine, crop_box_from_landmarks, normalise_image
-from pyg_sdfl.engine.evaluation import crop_to_image
+from pyg_sdfl.data.transforms import normalise_image
+from pyg_sdfl.geometry import crop_matrix, crop_square, crop_to_image, landmark_box
 from pyg_sdfl.inference import Landmarker, warp_crop
 from pyg_sdfl.nn.flops import head_flops
 from pyg_sdfl.nn.heads import GraphHead, SDFLHead
 from pyg_sdfl.nn.model import normalised_to_pixels
-from pyg_sdfl.peers import landmark_boxes
 
 PRE = ("decode", "crop", "normalise")
 POST = ("to_pixels",)
@@ -141,8 +140,8 @@ class StagedPipeline:
     def crop(self, image: np.ndarray, box: np.ndarray) -> tuple:
         """The Landmarker's crop of the face in a landmark box: ``(crop (S, S, 3), M (2, 3))``, the
         square of ``crop_scale`` times the box's longer side around its centre."""
-        cx, cy, side = crop_box_from_landmarks(np.reshape(box, (2, 2)), self.lm.crop_scale)
-        M = build_affine((cx, cy), side, self.lm.image_size)
+        cx, cy, side = crop_square(np.reshape(box, (2, 2)), self.lm.crop_scale)
+        M = crop_matrix((cx, cy), side, self.lm.image_size)
         return warp_crop(image, M, self.lm.image_size), M
 
     @staticmethod
@@ -250,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     pipe = StagedPipeline(ours)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         samples, faces_desc = benchmark_faces(args.root, max(args.faces, args.batch), Path(tmp))
-        boxes = landmark_boxes(np.stack([s.landmarks for s in samples]))
+        boxes = landmark_box(np.stack([s.landmarks for s in samples]))
         # the staged split must compute what model.forward computes
         check = {name: 0.0 for name in pipe.stages}
         staged = pipe.run(samples[:4], boxes[:4], check)

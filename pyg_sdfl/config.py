@@ -21,9 +21,20 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", return_h
     """The packaged config ``config_name`` with Hydra ``overrides`` applied (e.g. ``"head=gat"``).
 
     ``return_hydra_config=True`` adds the ``hydra`` node (sweeper parameters, group choices).
+    Safe to call inside a running Hydra job (``experiments/run.py``): the job's Hydra state is put
+    back afterwards.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides),
+                                 return_hydra_config=return_hydra_config)
+    finally:
+        if outer is not None:  # the context above restores its own (empty) backup: the instance is new
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(outer)

@@ -3,7 +3,8 @@
 1. Generalised Procrustes analysis: centre every shape, scale it to unit Frobenius norm, and
    rotate it onto the current mean shape (orthogonal Procrustes, no reflection); recompute the
    mean and repeat. What remains is shape, with position, size and in-plane rotation removed.
-2. PCA of the aligned shapes; the first principal component mostly encodes yaw on face data.
+2. PCA of the aligned shapes (``sklearn.decomposition.PCA``); the first principal component
+   mostly encodes yaw on face data.
 3. Project each shape on it, cut the projections' range into ``bins`` equal-width bins, and
    weight each face by ``1 / (number of faces in its bin)``, normalised to sum to 1.
 
@@ -13,6 +14,7 @@ bin equally often.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.decomposition import PCA
 
 __all__ = ["procrustes_align", "first_component_scores", "pose_balanced_weights"]
 
@@ -68,11 +70,9 @@ def procrustes_align(landmarks: np.ndarray, iterations: int = 10, tol: float = 1
 def first_component_scores(landmarks: np.ndarray) -> np.ndarray:
     """Projections ``(M,)`` of the Procrustes-aligned shapes on their first principal component."""
     aligned = procrustes_align(landmarks).reshape(len(landmarks), -1)
-    centred = aligned - aligned.mean(axis=0)
-    if len(centred) < 2:
-        return np.zeros(len(centred))
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[0]
+    if len(aligned) < 2:
+        return np.zeros(len(aligned))
+    return PCA(n_components=1, svd_solver="full").fit_transform(aligned)[:, 0]
 
 
 def pose_balanced_weights(landmarks: np.ndarray, bins: int = 9) -> np.ndarray:

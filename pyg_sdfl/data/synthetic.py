@@ -40,6 +40,8 @@ from pyg_sdfl.data.sample import FaceSample
 
 __all__ = [
     "NUM_POINTS",
+    "IDENTITY_PARAMETERS",
+    "build_shape",
     "VariationRanges",
     "Occluder",
     "FaceParams",
@@ -139,7 +141,7 @@ class VariationRanges:
 # Geometry: template, identity, expression, projection
 # --------------------------------------------------------------------------------------------
 # Identity parameters: name -> (mean, half-range); drawn as mean + identity * U(-1, 1) * half-range.
-_IDENTITY = {
+IDENTITY_PARAMETERS = {
     "face_width": (1.0, 0.11),  # x scale of the head outline
     "jaw_power": (0.85, 0.15),  # < 1: squarer jaw
     "chin_length": (1.04, 0.08),  # vertical half-axis of the jaw
@@ -172,7 +174,7 @@ def _base_depth(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -0.55 * x**2 - 0.3 * np.minimum(0.0, y + 0.55) ** 2
 
 
-def _build_shape(ident: Dict[str, float], expr: Dict[str, float]) -> Tuple[np.ndarray, np.ndarray]:
+def build_shape(ident: Dict[str, float], expr: Dict[str, float]) -> Tuple[np.ndarray, np.ndarray]:
     """3D landmarks ``(68, 3)`` and the forehead arc ``(K, 3)`` for identity + expression parameters.
 
     Template frame: x to the image right, y down, z towards the viewer; face half-width ~ 1.
@@ -294,9 +296,9 @@ def mean_template() -> np.ndarray:
 
     Neutral expression (mouth closed, no smile, brows neutral, eyes open) and mean identity.
     """
-    ident = {k: v[0] for k, v in _IDENTITY.items()}
+    ident = {k: v[0] for k, v in IDENTITY_PARAMETERS.items()}
     expr = {"mouth_open": 0.0, "smile": 0.0, "brow_raise": 0.0, "eye_open_left": 1.0, "eye_open_right": 1.0}
-    return _build_shape(ident, expr)[0].astype(np.float64)
+    return build_shape(ident, expr)[0].astype(np.float64)
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -469,7 +471,7 @@ def sample_params(
     if not 0.0 <= occlusion_prob <= 1.0:
         raise ValueError(f"occlusion_prob must lie in [0, 1], got {occlusion_prob}")
     ident = {
-        name: mean + ranges.identity * half * (2 * rng.random() - 1) for name, (mean, half) in _IDENTITY.items()
+        name: mean + ranges.identity * half * (2 * rng.random() - 1) for name, (mean, half) in IDENTITY_PARAMETERS.items()
     }
     eye_open = _uniform(rng, ranges.eye_open)
     closed = rng.random() < ranges.closed_mouth_prob
@@ -480,7 +482,7 @@ def sample_params(
         "eye_open_left": float(np.clip(eye_open + rng.normal(0, 0.05), 0.0, 1.5)),
         "eye_open_right": float(np.clip(eye_open + rng.normal(0, 0.05), 0.0, 1.5)),
     }
-    shape3d, forehead3d = _build_shape(ident, expr)
+    shape3d, forehead3d = build_shape(ident, expr)
     noise = rng.normal(0.0, ranges.shape_noise, (NUM_POINTS, 2))
     # keep the closed-mouth coincidence of the inner lips exact
     noise[65:68] = np.where(expr["mouth_open"] < 1e-6, noise[[63, 62, 61]], noise[65:68])

@@ -15,8 +15,8 @@ from pyg_sdfl.data.synthetic import (
     FaceParams,
     SyntheticFaces,
     VariationRanges,
-    _build_shape,
-    _IDENTITY,
+    build_shape,
+    IDENTITY_PARAMETERS,
     landmarks_of,
     mean_template,
     occlusion_flags,
@@ -53,11 +53,11 @@ def test_any_identity_without_asymmetric_expression_is_mirror_symmetric():
     rng = np.random.default_rng(3)
     perm = list(SCHEME.flip_permutation)
     for _ in range(20):
-        ident = {k: m + h * rng.uniform(-1, 1) for k, (m, h) in _IDENTITY.items()}
+        ident = {k: m + h * rng.uniform(-1, 1) for k, (m, h) in IDENTITY_PARAMETERS.items()}
         e = rng.uniform(0.1, 1.2)
         expr = {"mouth_open": rng.uniform(0, 1), "smile": rng.uniform(-0.3, 1), "brow_raise": rng.uniform(-0.5, 1),
                 "eye_open_left": e, "eye_open_right": e}
-        shape, forehead = _build_shape(ident, expr)
+        shape, forehead = build_shape(ident, expr)
         np.testing.assert_allclose((shape * [-1, 1, 1])[perm], shape, atol=1e-12)
         # the forehead arc runs from the right temple to the left one and is itself symmetric
         np.testing.assert_allclose((forehead * [-1, 1, 1])[::-1], forehead, atol=1e-12)

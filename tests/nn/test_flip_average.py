@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pyg_sdfl.data.synthetic import SyntheticFaces
-from pyg_sdfl.data.transforms import build_affine, crop_box_from_landmarks, normalise_image, warp_sample
+from pyg_sdfl.data.transforms import normalise_image, warp_sample
+from pyg_sdfl.geometry import crop_matrix, crop_square
 from pyg_sdfl.nn.flip_average import FlipAverage, unflip_points
 from pyg_sdfl.schemes import get_scheme
 
@@ -35,8 +36,8 @@ def _crops(flip: bool):
     images, points = [], []
     for i in range(2):
         image, pts, _ = faces.render(i)
-        cx, cy, side = crop_box_from_landmarks(pts, 1.2)
-        M = build_affine((cx, cy), side, S, rotation_deg=7.0 * (i + 1), flip=flip)
+        cx, cy, side = crop_square(pts, 1.2)
+        M = crop_matrix((cx, cy), side, S, rotation_deg=7.0 * (i + 1), flip=flip)
         crop, target = warp_sample(image, pts, M, S, flip_perm=scheme.flip_permutation)
         images.append(torch.from_numpy(normalise_image(crop)))
         points.append(torch.from_numpy(target).float())
