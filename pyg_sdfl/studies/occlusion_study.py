@@ -302,8 +302,7 @@ def plot_examples(dataset: LandmarkDataset, face: int, kinds: Sequence[str], fra
     return Path(path)
 
 
-
-
+# ============================================================================ report files
 def protocol_text(record: Mapping[str, Any], faces: int, seed: int) -> str:
     """The protocol sentence of the report: data and crop of ``record`` (one run's record, all runs
     share them), ``faces`` test faces, the occluders and their ``seed``, the statistic."""

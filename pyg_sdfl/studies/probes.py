@@ -44,6 +44,7 @@ PathLike = Union[str, Path]
 Box = Tuple[int, int, int, int]
 
 
+# ---------------------------------------------------------------------------- a demo model
 #: a demo SDFL model on synthetic faces: about a minute on 2 idle CPU cores, validation NME about 9%
 DEMO_OVERRIDES: Tuple[str, ...] = (
     "dataset.image_size=64",
@@ -82,7 +83,7 @@ def train_demo_checkpoint(run_dir: PathLike, overrides: Sequence[str] = (), quie
         return train(cfg, Path(run_dir))
 
 
-
+# ---------------------------------------------------------------------------- faces to probe
 def analysis_faces(loaded: LoadedModel, num_faces: int = 32,
                    data_dir: Optional[PathLike] = None) -> Tuple["LandmarkDataset", str]:
     """Test faces matching the model: ``(LandmarkDataset, description)``, cropped as in training.

@@ -410,3 +410,15 @@ def test_table_conditions_match_the_presets() -> None:
         assert flat["head"] == comparison.REFERENCE_SETTING["head"]
         assert flat["graph.k"] == comparison.REFERENCE_SETTING["graph.k"]
     assert comparison.preset_conditions("nope", "head") == []
+
+
+@pytest.mark.slow
+def test_committed_tables_rebuild_byte_for_byte(tmp_path, capsys) -> None:
+    """results/graph_buys: the exported runs give back the committed tables.md and summary.json."""
+    committed = REPO / "results" / "graph_buys"
+    if not (committed / "runs").is_dir():
+        pytest.skip("no committed comparison runs")
+    assert _script().main([str(committed / "runs"), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    for name in ("tables.md", "summary.json"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name

@@ -107,3 +107,27 @@ def test_script_reads_the_300w_test_faces(w300_root):
     assert tuple(faces[0]["image"].shape) == (3, 64, 64)
     with pytest.raises(FileNotFoundError, match="pass --root"):
         occlusion_study.load_test_faces(loaded, None)
+
+
+def test_committed_report_renders_back_byte_for_byte(tmp_path):
+    """The committed study (results/graph_buys/occlusion): its JSON and its Markdown come back unchanged
+    from write_report, and aggregating its runs again gives its aggregated table."""
+    committed = Path(__file__).resolve().parents[2] / "results" / "graph_buys" / "occlusion"
+    if not (committed / "occlusion.json").is_file():
+        pytest.skip("no committed occlusion study")
+    payload = json.loads((committed / "occlusion.json").read_text())
+
+    def nan_for_null(value):
+        if isinstance(value, dict):
+            return {k: nan_for_null(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [nan_for_null(v) for v in value]
+        return math.nan if value is None else value
+
+    again = occlusion_study.aggregate([nan_for_null(r) for r in payload["runs"]])
+    paths = occlusion_study.write_report(dict(payload, aggregated=again), tmp_path)
+    assert paths["json"].read_bytes() == (committed / "occlusion.json").read_bytes()
+    assert paths["markdown"].read_bytes() == (committed / "occlusion.md").read_bytes()
+    first = payload["runs"][0]
+    faces = first["results"]["band"]["0"]["faces"]
+    assert occlusion_study.protocol_text(first, faces, payload["seed"]) == payload["protocol"]
