@@ -60,7 +60,7 @@ def plot_graph_on_shape(shape: np.ndarray, edge_index: torch.Tensor, scheme: Opt
 
 
 # ----------------------------------------------------------------------------- analysis figures
-# Used by notebooks/ (see pyg_sdfl.analysis). Every function draws into a given ``ax`` and returns
+# Used by notebooks/ (see pyg_sdfl.studies). Every function draws into a given ``ax`` and returns
 # what it drew (``ax`` or the colour bar), so figures compose; none switches the backend.
 __all__ += [
     "plot_landmark_matrix",
@@ -234,7 +234,7 @@ def plot_graph_difference(shape: np.ndarray, only_a: Sequence[Tuple[int, int]], 
 
 def plot_part_connectivity(names: Sequence[str], counts: np.ndarray, ax, title: str = "",
                            normalise_rows: bool = True, cmap: str = "Blues"):
-    """Part-to-part edge counts (:func:`pyg_sdfl.analysis.part_connectivity`): row = the landmark's
+    """Part-to-part edge counts (:func:`pyg_sdfl.studies.graph_stats.part_connectivity`): row = the landmark's
     part, column = its neighbour's part. With ``normalise_rows`` the colour is the share of the row's
     edges (the printed numbers stay counts). Returns the colour bar."""
     counts = np.asarray(counts, dtype=float)
@@ -278,7 +278,7 @@ def _metric_label(metric: str, percent: bool) -> str:
 
 def plot_condition_bars(rows: Sequence[Mapping[str, Any]], x: str, metric: str, ax, percent: bool = True,
                         title: str = "", ylabel: str = ""):
-    """Bars of ``metric`` per condition (rows of :func:`pyg_sdfl.analysis.aggregate_results` keyed by
+    """Bars of ``metric`` per condition (rows of :func:`pyg_sdfl.studies.runs.aggregate_results` keyed by
     ``x``), error bars = std over seeds, dots = the individual runs."""
     scale = 100.0 if percent else 1.0
     names = [str(r[x]) for r in rows]
@@ -361,7 +361,7 @@ def plot_landmarks_on_image(image: np.ndarray, ax, target: Optional[np.ndarray] 
 
 def plot_alpha_shift(summaries: Mapping[str, Mapping[str, Mapping[str, float]]], ax, key: str = "relative",
                      title: str = ""):
-    """Grouped bars of :func:`pyg_sdfl.analysis.alpha_shift_summary` results, one group per edge
+    """Grouped bars of :func:`pyg_sdfl.studies.probes.alpha_shift_summary` results, one group per edge
     category and one bar per occlusion (``{occlusion: summary}``); ``key="relative"`` plots the mean
     change of alpha in percent of its clean value, ``"delta"`` the absolute change."""
     cats: list = []

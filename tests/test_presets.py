@@ -10,7 +10,7 @@ from typing import Any, Dict, Sequence
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from pyg_sdfl.analysis import flatten_config
+from pyg_sdfl.studies.runs import flatten_config
 from pyg_sdfl.config import compose
 from pyg_sdfl.engine.training import train
 from pyg_sdfl.schemes import get_scheme

@@ -1,6 +1,6 @@
 """The comparison tables of the four sweep presets: heads, k, ablation and graph mining.
 
-``python experiments/aggregate.py RUNS_DIR [RUNS_DIR ...] --out results/graph_buys`` (:func:`main`)
+``python experiments/aggregate.py RUNS_DIR [RUNS_DIR ...] --out results/graph_buys`` (:func:`aggregate`)
 reads every run written by ``python experiments/run.py -m experiment=<preset>`` (``results.json``) or
 exported by ``--export-runs`` (one compact JSON per run) and builds four tables:
 
@@ -26,19 +26,18 @@ wins when both exist).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from pyg_sdfl.analysis import RunRecord, aggregate_results, load_results
+from pyg_sdfl.config import CONFIG_DIR
 from pyg_sdfl.engine.reporting import json_safe
+from pyg_sdfl.studies.runs import IGNORED_KEYS, RunRecord, aggregate_results, format_cell, load_results
 
 __all__ = [
     "TableSpec",
@@ -61,14 +60,12 @@ __all__ = [
     "export_runs",
     "write_outputs",
     "aggregate",
-    "build_parser",
-    "main",
 ]
 
 PathLike = Union[str, Path]
 
 #: the Hydra presets of the comparison (``pyg_sdfl/configs/experiment/<name>.yaml``)
-PRESET_DIR = Path(__file__).resolve().parent / "configs" / "experiment"
+PRESET_DIR = CONFIG_DIR / "experiment"
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ VERDICT_RULE = (
 )
 
 #: flattened keys that differ between runs of one condition without defining it
-_IGNORED = ("seed", "dataset.root", "train.resume", "graph.path", "device", "experiment", "variant")
+_IGNORED = (*IGNORED_KEYS, "experiment", "variant")
 
 
 # ============================================================================ runs
@@ -125,7 +122,7 @@ class Run:
     """One loaded run.
 
     Attributes:
-        record: the run's :class:`~pyg_sdfl.analysis.RunRecord`; its flattened config also holds
+        record: the run's :class:`~pyg_sdfl.studies.runs.RunRecord`; its flattened config also holds
             ``"experiment"`` and ``"variant"`` (``"paper"`` when the run picked none).
         experiment: the preset that produced it (``choices.experiment``).
         name: the run folder name, e.g. ``"head=gat,seed=0"`` (``<name>/results.json`` or ``<name>.json``).
@@ -522,13 +519,6 @@ def _hours(seconds: float) -> str:
 
 
 # ============================================================================ Markdown and JSON
-def _cell(mean: Optional[float], std: Optional[float], scale: float, digits: int) -> str:
-    if mean is None:
-        return "-"
-    text = f"{mean * scale:.{digits}f}"
-    return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
-
-
 def _threshold_pct(runs: Sequence[Run]) -> str:
     values = _distinct(runs, "evaluate.threshold")
     return _join([f"{100 * float(v):g}" for v in values]) if values else "10"
@@ -548,10 +538,10 @@ def render_table(table: ComparisonTable, threshold_pct: str = "10") -> str:
         cells = [
             label,
             ", ".join(str(s) for s in row["seeds"]),
-            _cell(row["nme"], row["nme_std"], 100, 2),
-            _cell(row["fr"], row["fr_std"], 100, 2),
-            _cell(row["auc"], row["auc_std"], 1, 4),
-            _cell(row["val_nme"], row["val_nme_std"], 100, 2),
+            format_cell(row["nme"], row["nme_std"], 100, 2),
+            format_cell(row["fr"], row["fr_std"], 100, 2),
+            format_cell(row["auc"], row["auc_std"], 1, 4),
+            format_cell(row["val_nme"], row["val_nme_std"], 100, 2),
             "—" if row["delta_nme"] is None else f"{100 * row['delta_nme']:+.2f}",
             row["verdict"],
         ]
@@ -754,38 +744,3 @@ def aggregate(dirs: Sequence[PathLike], out: PathLike, export_dir: Optional[Path
     paths = write_outputs(comparison, out)
     exported = export_runs(runs, export_dir) if export_dir is not None else []
     return comparison, paths, exported
-
-
-# ============================================================================ command line
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="aggregate.py",
-        description="Comparison tables (heads, k, ablation, mining) from the runs of the four sweep presets.",
-    )
-    parser.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",
-                        help="folders searched recursively for results.json (or files written by --export-runs)")
-    parser.add_argument("--out", default="results/graph_buys",
-                        help="where tables.md, summary.json and the PNGs go (default: %(default)s)")
-    parser.add_argument("--export-runs", metavar="DIR", default=None,
-                        help="also write one compact JSON per run to DIR/<experiment>/<run>.json")
-    parser.add_argument("--split", default="test", help="split of the reported metrics (default: %(default)s)")
-    parser.add_argument("--subset", default="all", help="subset of that split (default: %(default)s)")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line of ``experiments/aggregate.py``; returns the exit status (2 on a bad input)."""
-    args = build_parser().parse_args(argv)
-    try:
-        comparison, paths, exported = aggregate(args.runs_dirs, args.out, export_dir=args.export_runs,
-                                      split=args.split, subset=args.subset)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for message in comparison.warnings:
-        print(f"warning: {message}", file=sys.stderr)
-    print(render_markdown(comparison))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    if args.export_runs:
-        print(f"exported {len(exported)} runs to {args.export_runs}")
-    return 0

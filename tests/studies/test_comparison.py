@@ -1,4 +1,4 @@
-"""pyg_sdfl.comparison and experiments/aggregate.py: the four comparison tables from sweep results.
+"""pyg_sdfl.studies.comparison and experiments/aggregate.py: the four comparison tables from sweep results.
 
 The fixture runs are results.json files laid out as a real sweep writes them
 (``runs/<preset>/<override_dirname>/results.json``), with the config and the Hydra choices of a real
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -18,11 +19,19 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import pytest
 from omegaconf import OmegaConf
 
-from pyg_sdfl import comparison
-from pyg_sdfl.analysis import flatten_config
 from pyg_sdfl.config import compose
+from pyg_sdfl.studies import comparison
+from pyg_sdfl.studies.runs import flatten_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    """``experiments/aggregate.py`` as a module (its ``main`` is the command line)."""
+    spec = importlib.util.spec_from_file_location("aggregate_script", REPO / "experiments" / "aggregate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ============================================================================ fixture runs
@@ -262,7 +271,7 @@ def test_markdown_names_protocol_rule_and_borrowed_runs(built) -> None:
 # ============================================================================ files and round trip
 def test_cli_writes_everything_and_the_export_round_trips(sweep, tmp_path, capsys) -> None:
     out = tmp_path / "graph_buys"
-    assert comparison.main([str(sweep), "--out", str(out), "--export-runs", str(out / "runs")]) == 0
+    assert _script().main([str(sweep), "--out", str(out), "--export-runs", str(out / "runs")]) == 0
     printed = capsys.readouterr()
     assert "## heads" in printed.out and "warning: heads: head=gcn lacks seed(s) [1]" in printed.err
     for name in ("tables.md", "summary.json", "heads.png", "k_sweep.png", "ablation.png", "mining.png"):
@@ -282,11 +291,11 @@ def test_cli_writes_everything_and_the_export_round_trips(sweep, tmp_path, capsy
         {k: v for k, v in full.items() if k not in ("history", "nme_per_face")}
 
     again = tmp_path / "again"
-    assert comparison.main([str(out / "runs"), "--out", str(again)]) == 0
+    assert _script().main([str(out / "runs"), "--out", str(again)]) == 0
     assert (again / "tables.md").read_text() == (out / "tables.md").read_text()
     assert json.loads((again / "summary.json").read_text()) == summary
     # the out folder itself (summary.json + runs/) reads back too: summary.json is not a run
-    assert comparison.main([str(out), "--out", str(tmp_path / "third")]) == 0
+    assert _script().main([str(out), "--out", str(tmp_path / "third")]) == 0
     assert (tmp_path / "third" / "tables.md").read_text() == (out / "tables.md").read_text()
 
 
@@ -401,3 +410,15 @@ def test_table_conditions_match_the_presets() -> None:
         assert flat["head"] == comparison.REFERENCE_SETTING["head"]
         assert flat["graph.k"] == comparison.REFERENCE_SETTING["graph.k"]
     assert comparison.preset_conditions("nope", "head") == []
+
+
+@pytest.mark.slow
+def test_committed_tables_rebuild_byte_for_byte(tmp_path, capsys) -> None:
+    """results/graph_buys: the exported runs give back the committed tables.md and summary.json."""
+    committed = REPO / "results" / "graph_buys"
+    if not (committed / "runs").is_dir():
+        pytest.skip("no committed comparison runs")
+    assert _script().main([str(committed / "runs"), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    for name in ("tables.md", "summary.json"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
