@@ -12,6 +12,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from pyg_sdfl.nn.heads import GraphHead, SDFLHead
+from pyg_sdfl.nn.model import normalised_to_pixels
+
 __all__ = ["GraphRelationalPart", "explain_landmark", "edge_ablation"]
 
 
@@ -23,26 +26,26 @@ class GraphRelationalPart(nn.Module):
     ``(|E|,)`` -> landmark coordinates ``(|V|, 2)`` in crop pixels (``(o + 1) S / 2 - 0.5``, as
     :class:`~pyg_sdfl.nn.model.LandmarkModel`). For one face it equals the full model's output
     given that face's map-to-node features and edge logits.
+
+    The layers are the head's own :class:`~pyg_sdfl.nn.graph_stack.GraphStack` (``head.graph_stack``,
+    sharing its weights); an SDFL head's logits become ``alpha`` once, with ``head.attention``, as in
+    the head's forward. The pixel conversion stays here: it sets the scale of GNNExplainer's loss.
     """
 
     def __init__(self, head: nn.Module, image_size: int) -> None:
         super().__init__()
-        if not all(hasattr(head, name) for name in ("input_block", "blocks", "output_conv")):
-            raise ValueError(f"{type(head).__name__} is not a graph head (no input_block/blocks/output_conv)")
+        if not isinstance(head, GraphHead):
+            raise ValueError(f"{type(head).__name__} is not a graph head (pyg_sdfl.nn.heads.GraphHead)")
         self.head = head
+        self.stack = head.graph_stack
         self.image_size = int(image_size)
-        self.needs_logits = hasattr(head, "edge_weighting")
+        self.needs_logits = isinstance(head, SDFLHead)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_logits: Optional[Tensor] = None) -> Tensor:
-        from pyg_sdfl.nn.model import normalised_to_pixels
-
         if self.needs_logits and edge_logits is None:
             raise ValueError("this head weights edges dynamically: pass edge_logits (|E|,)")
-        args = (edge_index, edge_logits) if self.needs_logits else (edge_index,)
-        h = self.head.input_block(x, *args)
-        for block in self.head.blocks:
-            h = block(h, *args)
-        return normalised_to_pixels(self.head.output_conv(h, *args), self.image_size)
+        alpha = self.head.attention(edge_logits[None], edge_index) if self.needs_logits else None
+        return normalised_to_pixels(self.stack(x, edge_index, alpha), self.image_size)
 
 
 def explain_landmark(model: nn.Module, image: Tensor, landmark: int, epochs: int = 200, lr: float = 0.01,

@@ -10,10 +10,10 @@ Geometry, all in pixels of the ``S x S`` evaluation crop (0-based pixel centres,
 landmark box, so the box lies inside it):
 
 * the **face box** ``(x0, y0, x1, y1)`` is the tight bounding box of the ground-truth landmarks
-  (:func:`face_box`);
+  (:func:`pyg_sdfl.geometry.landmark_box`);
 * pixel ``(r, c)`` covers ``[c - 0.5, c + 0.5) x [r - 0.5, r + 0.5)``, so a point ``p`` lies in pixel
   ``floor(p + 0.5)``; the box's **pixels** are those containing a point of the box, clipped to the
-  image: columns ``floor(x0 + 0.5) .. floor(x1 + 0.5)``, rows likewise (:func:`box_pixels`). Every
+  image: columns ``floor(x0 + 0.5) .. floor(x1 + 0.5)``, rows likewise (:func:`pyg_sdfl.geometry.box_pixels`). Every
   landmark therefore falls in a box pixel;
 * **coverage** of a mask = (mask pixels among the box pixels) / (number of box pixels)
   (:func:`coverage`).
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from pyg_sdfl.data.transforms import normalise_image
 from pyg_sdfl.engine.evaluation import precision_autocast  # fp32 | bf16, exactly as the engine evaluates
+from pyg_sdfl.geometry import box_pixels, landmark_box, pixel_index
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import normalisation_distance
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
@@ -49,8 +50,6 @@ __all__ = [
     "KINDS",
     "SIDES",
     "GREY",
-    "face_box",
-    "box_pixels",
     "coverage",
     "band_mask",
     "patch_mask",
@@ -73,46 +72,6 @@ GREY = (128, 128, 128)
 
 
 # ============================================================================ geometry
-def face_box(landmarks: Union[np.ndarray, Tensor]) -> Box:
-    """Tight bounding box ``(x0, y0, x1, y1)`` of one face's landmarks ``(N, 2)`` (crop pixels)."""
-    pts = landmarks.detach().cpu().numpy() if isinstance(landmarks, Tensor) else np.asarray(landmarks)
-    pts = pts.astype(np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
-        raise ValueError(f"landmarks must have shape (N, 2) with N > 0, got {pts.shape}")
-    if not np.isfinite(pts).all():
-        raise ValueError("landmarks contain NaN or infinite coordinates")
-    x0, y0 = pts.min(axis=0)
-    x1, y1 = pts.max(axis=0)
-    return float(x0), float(y0), float(x1), float(y1)
-
-
-def _check_size(size: int) -> int:
-    if isinstance(size, bool) or int(size) != size or size <= 0:
-        raise ValueError(f"image size must be a positive integer, got {size!r}")
-    return int(size)
-
-
-def box_pixels(box: Sequence[float], size: int) -> Tuple[int, int, int, int]:
-    """The pixels of ``box = (x0, y0, x1, y1)`` in an ``size x size`` image: ``(c0, r0, c1, r1)``,
-    exclusive ends, ``c0 = floor(x0 + 0.5)``, ``c1 = floor(x1 + 0.5) + 1`` (likewise rows), clipped
-    to the image. A box with ``x1 <= x0`` or ``y1 <= y0``, non-finite corners, or no pixel inside the
-    image raises ``ValueError``."""
-    size = _check_size(size)
-    try:
-        x0, y0, x1, y1 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got {box!r}") from None
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        raise ValueError(f"box has non-finite corners: {box!r}")
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"degenerate face box {box!r}: need x1 > x0 and y1 > y0")
-    c0, r0 = max(0, math.floor(x0 + 0.5)), max(0, math.floor(y0 + 0.5))
-    c1, r1 = min(size, math.floor(x1 + 0.5) + 1), min(size, math.floor(y1 + 0.5) + 1)
-    if c1 <= c0 or r1 <= r0:
-        raise ValueError(f"face box {box!r} has no pixel inside the {size}x{size} image")
-    return c0, r0, c1, r1
-
-
 def coverage(mask: np.ndarray, box: Sequence[float]) -> float:
     """(``True`` pixels of ``mask (S, S)`` among the box's pixels) / (number of box pixels)."""
     mask = np.asarray(mask)
@@ -147,9 +106,8 @@ def band_mask(box: Sequence[float], fraction: float, size: int, side: str = "lef
     fraction = _check_fraction(fraction)
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    size = _check_size(size)
-    c0, r0, c1, r1 = box_pixels(box, size)
-    mask = np.zeros((size, size), dtype=bool)
+    c0, r0, c1, r1 = box_pixels(box, size)  # also checks size
+    mask = np.zeros((int(size), int(size)), dtype=bool)
     if side in ("left", "right"):
         k = _round_half_up(fraction * (c1 - c0))
         cols = slice(c0, c0 + k) if side == "left" else slice(c1 - k, c1)
@@ -176,14 +134,13 @@ def patch_mask(box: Sequence[float], fraction: float, size: int, rng: np.random.
     (about ``0.2 / W`` by default). Deterministic given the state of ``rng``.
     """
     fraction = _check_fraction(fraction)
-    size = _check_size(size)
     if not (0 < min_side <= max_side <= 1):
         raise ValueError(f"need 0 < min_side <= max_side <= 1, got min_side={min_side!r}, max_side={max_side!r}")
     c0, r0, c1, r1 = box_pixels(box, size)
     width, height = c1 - c0, r1 - r0
     area = width * height
     target = _round_half_up(fraction * area)
-    mask = np.zeros((size, size), dtype=bool)
+    mask = np.zeros((int(size), int(size)), dtype=bool)
     inside = mask[r0:r1, c0:c1]  # a view: writes land in ``mask``
     if target >= area:
         inside[:] = True
@@ -249,8 +206,7 @@ def occluded_points(landmarks: Union[np.ndarray, Tensor], mask: np.ndarray) -> n
         raise ValueError(f"mask must be 2-D (S, S), got shape {mask.shape}")
     if not np.isfinite(pts).all():
         raise ValueError("landmarks contain NaN or infinite coordinates")
-    cols = np.floor(pts[:, 0] + 0.5).astype(np.int64)
-    rows = np.floor(pts[:, 1] + 0.5).astype(np.int64)
+    cols, rows = pixel_index(pts).T
     ok = (cols >= 0) & (cols < mask.shape[1]) & (rows >= 0) & (rows < mask.shape[0])
     out = np.zeros(len(pts), dtype=bool)
     out[ok] = mask[rows[ok], cols[ok]]
@@ -416,7 +372,7 @@ def evaluate_occlusion(
             rows = np.asarray(batch)
             targets[rows] = landmarks
             clean[rows] = run(images)
-            boxes = [face_box(p) for p in landmarks]
+            boxes = [landmark_box(p) for p in landmarks]
             for kind, fraction in conditions:
                 masks = np.stack([occluder_mask(kind, box, fraction, size, seed, face, band_sides)[0]
                                   for box, face in zip(boxes, batch)])

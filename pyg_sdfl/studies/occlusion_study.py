@@ -17,13 +17,13 @@ import numpy as np
 from pyg_sdfl.data.dataset import LandmarkDataset, denormalise_image
 from pyg_sdfl.engine.checkpoint import load_model
 from pyg_sdfl.engine.reporting import json_default, json_safe
+from pyg_sdfl.geometry import landmark_box
 from pyg_sdfl.studies.occlusion import (
     GREY,
     KINDS,
     apply_occluder,
     coverage,
     evaluate_occlusion,
-    face_box,
     occluded_points,
     occluder_mask,
 )
@@ -278,7 +278,7 @@ def plot_examples(dataset: LandmarkDataset, face: int, kinds: Sequence[str], fra
         raise ValueError(f"--example-face {face} out of range for {len(dataset)} test faces")
     item = dataset[face]
     image, landmarks = item["image"], item["landmarks"].numpy().astype(np.float64)
-    box = face_box(landmarks)
+    box = landmark_box(landmarks)
     size = image.shape[-1]
     fig, axes = plt.subplots(len(kinds), len(fractions), figsize=(2.1 * len(fractions), 2.35 * len(kinds)), dpi=110,
                              squeeze=False)

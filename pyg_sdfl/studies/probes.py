@@ -1,6 +1,6 @@
 """Probes of a trained model (``notebooks/message_passing.ipynb``): a demo model and test faces to
 probe, node-feature similarity by stage and by graph distance (paper Fig. 9), parts hidden by a
-painted box, and how the dynamic edge weights ``alpha`` move under that occlusion.
+painted box (landmarks hidden by it: :func:`pyg_sdfl.geometry.points_in_pixel_box`), and how the dynamic edge weights ``alpha`` move under that occlusion.
 
 Models come from :func:`pyg_sdfl.engine.checkpoint.load_model` (a
 :class:`~pyg_sdfl.engine.checkpoint.LoadedModel`). Conventions: a graph edge ``j -> i``
@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pyg_sdfl.geometry import landmark_box
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyg_sdfl.data.dataset import LandmarkDataset
     from pyg_sdfl.engine.checkpoint import LoadedModel
@@ -34,7 +36,6 @@ __all__ = [
     "similarity_by_hop",
     "part_box",
     "side_box",
-    "points_in_box",
     "occlude_images",
     "alpha_shift_summary",
     "self_loop_values",
@@ -189,8 +190,8 @@ def part_box(landmarks: np.ndarray, indices: Iterable[int], image_size: int, mar
     idx = list(indices)
     if pts.ndim != 2 or pts.shape[1] != 2 or not idx:
         raise ValueError(f"need landmarks (N, 2) and at least one index; got {pts.shape} and {idx}")
-    sel = pts[idx]
-    lo, hi = sel.min(axis=0), sel.max(axis=0)
+    x_lo, y_lo, x_hi, y_hi = landmark_box(pts[idx])
+    lo, hi = np.array([x_lo, y_lo]), np.array([x_hi, y_hi])
     pad = margin * float((hi - lo).max())
     x0, y0 = np.floor(lo - pad).astype(int)
     x1, y1 = np.ceil(hi + pad).astype(int) + 1
@@ -214,14 +215,6 @@ def side_box(landmarks: np.ndarray, image_size: int, side: str = "left", centre:
     if side == "right":
         return (split, 0, s, s)
     raise ValueError(f"side must be 'left' or 'right'; got {side!r}")
-
-
-def points_in_box(landmarks: np.ndarray, box: Box) -> np.ndarray:
-    """``(N,)`` bool: landmark (pixel centre coordinates) inside the painted pixels ``x0 <= x < x1``
-    (rounded to the nearest pixel), same for y."""
-    pts = np.rint(np.asarray(landmarks, dtype=np.float64))
-    x0, y0, x1, y1 = box
-    return (pts[:, 0] >= x0) & (pts[:, 0] < x1) & (pts[:, 1] >= y0) & (pts[:, 1] < y1)
 
 
 def occlude_images(images: Tensor, boxes: Sequence[Box], colour: Tuple[int, int, int] = (128, 128, 128)) -> Tensor:

@@ -9,11 +9,11 @@ import torch
 
 from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.data.transforms import normalise_image
+from pyg_sdfl.geometry import landmark_box
 from pyg_sdfl.studies.occlusion import (
     apply_occluder,
     band_mask,
     evaluate_occlusion,
-    face_box,
     occluded_points,
     occluder_mask,
     patch_mask,
@@ -147,8 +147,8 @@ def test_occluded_points_match_a_direct_check():
 
 def test_landmarks_at_the_box_edge_are_in_the_band():
     pts = np.array([[10.3, 20.0], [30.0, 10.6], [49.7, 40.2], [25.0, 45.0]])
-    box = face_box(pts)
-    assert box == (10.3, 10.6, 49.7, 45.0)
+    box = landmark_box(pts)
+    assert box.tolist() == [10.3, 10.6, 49.7, 45.0]
     full = band_mask(box, 1.0, 64)
     assert occluded_points(pts, full).all()
     assert occluded_points(pts, band_mask(box, 0.05, 64, "left")).tolist() == [True, False, False, False]

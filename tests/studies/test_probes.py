@@ -9,6 +9,7 @@ import torch
 
 from pyg_sdfl.data.transforms import denormalise_image, normalise_image
 from pyg_sdfl.engine.checkpoint import load_model
+from pyg_sdfl.geometry import points_in_pixel_box
 from pyg_sdfl.graph import random_graph
 from pyg_sdfl.studies import probes
 
@@ -52,8 +53,8 @@ def test_boxes_and_points_in_box() -> None:
     assert probes.part_box(pts, [0, 1, 2], 48, margin=0.5) == (0, 0, 48, 48)  # clipped to the image
     assert probes.side_box(pts, 64, "left", centre=[0, 1]) == (0, 0, 21, 64)
     assert probes.side_box(pts, 64, "right") == (31, 0, 64, 64)
-    np.testing.assert_array_equal(probes.points_in_box(pts, (0, 0, 21, 64)), [True, False, False])
-    np.testing.assert_array_equal(probes.points_in_box(pts, (10, 20, 11, 21)), [True, False, False])
+    np.testing.assert_array_equal(points_in_pixel_box(pts, (0, 0, 21, 64)), [True, False, False])
+    np.testing.assert_array_equal(points_in_pixel_box(pts, (10, 20, 11, 21)), [True, False, False])
     with pytest.raises(ValueError, match="'left' or 'right'"):
         probes.side_box(pts, 64, "top")
     with pytest.raises(ValueError, match="at least one index"):
