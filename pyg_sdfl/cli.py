@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from pyg_sdfl.config import compose
+from pyg_sdfl.json_files import read_json
 
 __all__ = ["main"]
 
@@ -110,13 +111,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     metrics = None
     if args.metrics:
-        path = Path(args.metrics)
-        if not path.is_file():
-            raise FileNotFoundError(f"metrics file not found: {path}")
-        try:
-            metrics = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"metrics file {path} is not valid JSON: {err}") from None
+        metrics = read_json(args.metrics, "metrics file")
         if isinstance(metrics, dict) and "metrics" in metrics:  # a run's results.json: its summary only
             keep = ("metrics", "best_epoch", "best_val_nme", "dataset", "normalisation", "crop", "meta")
             metrics = {k: metrics[k] for k in keep if k in metrics}

@@ -11,7 +11,6 @@ from typing import Any, Dict, Optional, Union
 
 import hydra
 import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
-import torch
 
 from pyg_sdfl.graph import LandmarkGraph
 

@@ -582,16 +582,24 @@ def _disc(img: np.ndarray, center: np.ndarray, radius: float, color: np.ndarray)
     cv2.circle(img, c, int(round(radius * _ONE)), _color(color), -1, cv2.LINE_AA, _SHIFT)
 
 
-def _blend_polygon(img: np.ndarray, polys: Sequence[np.ndarray], layer: np.ndarray, pad: int = 2) -> None:
-    """Paste ``layer`` (same size as ``img``) into ``img`` inside the (anti-aliased) polygons."""
+def _padded_window(polys: Sequence[np.ndarray], pad: int, shape: Tuple[int, int]) -> Optional[Tuple[int, int, int, int]]:
+    """Pixel window ``(x0, y0, x1, y1)`` (exclusive ends) around the polygons, grown by ``pad`` and
+    clipped to an image of ``shape = (H, W)``; ``None`` when nothing of it is inside the image."""
     allp = np.concatenate([np.asarray(p) for p in polys])
-    h, w = img.shape[:2]
+    h, w = shape
     x0 = int(max(0, math.floor(allp[:, 0].min()) - pad))
     y0 = int(max(0, math.floor(allp[:, 1].min()) - pad))
     x1 = int(min(w, math.ceil(allp[:, 0].max()) + pad + 1))
     y1 = int(min(h, math.ceil(allp[:, 1].max()) + pad + 1))
-    if x1 <= x0 or y1 <= y0:
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
+
+
+def _blend_polygon(img: np.ndarray, polys: Sequence[np.ndarray], layer: np.ndarray, pad: int = 2) -> None:
+    """Paste ``layer`` (same size as ``img``) into ``img`` inside the (anti-aliased) polygons."""
+    window = _padded_window(polys, pad, img.shape[:2])
+    if window is None:
         return
+    x0, y0, x1, y1 = window
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(mask, [_fx(np.asarray(p) - (x0, y0)) for p in polys], 255, cv2.LINE_AA, _SHIFT)
     alpha = mask.astype(np.float32)[..., None] / 255.0
@@ -604,14 +612,10 @@ def _soft_fill(img: np.ndarray, polys: Sequence[np.ndarray], color: np.ndarray, 
     """Blend ``color`` into ``img`` through the polygons' mask blurred by ~``sigma`` px, within ``clip``."""
     sigma = max(float(sigma), 0.5)
     pad = int(math.ceil(3 * sigma)) + 2
-    allp = np.concatenate([np.asarray(p) for p in polys])
-    h, w = img.shape[:2]
-    x0 = int(max(0, math.floor(allp[:, 0].min()) - pad))
-    y0 = int(max(0, math.floor(allp[:, 1].min()) - pad))
-    x1 = int(min(w, math.ceil(allp[:, 0].max()) + pad + 1))
-    y1 = int(min(h, math.ceil(allp[:, 1].max()) + pad + 1))
-    if x1 <= x0 or y1 <= y0:
+    window = _padded_window(polys, pad, img.shape[:2])
+    if window is None:
         return
+    x0, y0, x1, y1 = window
     off = np.array([x0, y0], dtype=np.float64)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(mask, [_fx(np.asarray(p) - off) for p in polys], 255, cv2.LINE_AA, _SHIFT)

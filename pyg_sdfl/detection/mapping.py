@@ -53,6 +53,7 @@ import numpy as np
 from pyg_sdfl.detection.base import Detector
 from pyg_sdfl.detection.haar import HaarFaceDetector
 from pyg_sdfl.geometry import box_square, check_boxes, landmark_box, landmark_square, match_detection
+from pyg_sdfl.json_files import read_json
 
 __all__ = [
     "DetectorBoxModel",
@@ -145,14 +146,7 @@ class BoxMapping:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "BoxMapping":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"box mapping file not found: {path}")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, "box mapping file"))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from pyg_sdfl.json_files import read_json
+
 __all__ = [
     "uniform_laplacian",
     "LandmarkGraph",
@@ -332,7 +334,7 @@ class LandmarkGraph:
         """Read a graph written by :meth:`save` (``torch.load`` with ``weights_only=True``)."""
         path = Path(path)
         if path.suffix.lower() == ".json":
-            d = json.loads(path.read_text())
+            d = read_json(path, "graph file")
         else:
             d = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(d, dict):

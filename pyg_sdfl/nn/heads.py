@@ -217,6 +217,24 @@ class GraphHead(nn.Module):
             self._batcher = GraphBatcher(self.edge_index, self.num_points)
         return self._batcher
 
+    def edge_weights(self, maps: Tensor, edge_index: Tensor, inter: Optional[Dict[str, Tensor]]) -> Optional[Tensor]:
+        """Per-edge weights ``alpha (B*E,)`` for the stack's layers, from the map-to-node maps
+        ``(B, N*n, H, W)`` (and their record in ``inter``); ``None``: the layers weight edges themselves."""
+        return None
+
+    def forward(
+        self, features: Tensor, return_intermediates: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
+        """Features ``(B, C, H, W)`` -> coordinates ``(B, N, 2)`` in ``[-1, 1]`` (and the intermediates:
+        map-to-node nodes, the stack's hidden nodes, and what :meth:`edge_weights` records)."""
+        _check_features(features, self.in_channels, self.feature_size, type(self).__name__)
+        nodes, maps = self.map_to_node(features)
+        edge_index = self.batcher.batched_edge_index(features.shape[0], features.device)
+        inter: Optional[Dict[str, Tensor]] = {"nodes_map_to_node": nodes} if return_intermediates else None
+        alpha = self.edge_weights(maps, edge_index, inter)
+        coords = self._run_stack(nodes, edge_index, alpha, inter)
+        return coords if inter is None else (coords, inter)
+
     def _run_stack(
         self, nodes: Tensor, edge_index: Tensor, alpha: Optional[Tensor], inter: Optional[Dict[str, Tensor]]
     ) -> Tensor:
@@ -285,22 +303,14 @@ class SDFLHead(GraphHead):
         (face-major), normalised as ``softmax_over`` says (:func:`edge_softmax`)."""
         return edge_softmax(logits.reshape(-1), edge_index, logits.shape[0] * self.num_points, self.softmax_over)
 
-    def forward(
-        self, features: Tensor, return_intermediates: bool = False
-    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
-        _check_features(features, self.in_channels, self.feature_size, "SDFLHead")
-        b = features.shape[0]
-        nodes, maps = self.map_to_node(features)
-        logits = self.edge_weighting(maps)  # (B, E)
-        edge_index = self.batcher.batched_edge_index(b, features.device)
-        alpha = self.attention(logits, edge_index)  # once for all layers
-        inter: Optional[Dict[str, Tensor]] = {"nodes_map_to_node": nodes} if return_intermediates else None
-        coords = self._run_stack(nodes, edge_index, alpha, inter)
-        if inter is None:
-            return coords
-        inter["edge_logits"] = logits
-        inter["alpha"] = alpha.view(b, self.num_edges)
-        return coords, inter
+    def edge_weights(self, maps: Tensor, edge_index: Tensor, inter: Optional[Dict[str, Tensor]]) -> Tensor:
+        """Maps ``(B, N*n, H, W)`` -> logits ``(B, E)`` -> ``alpha (B*E,)``, once for all layers."""
+        logits = self.edge_weighting(maps)
+        alpha = self.attention(logits, edge_index)
+        if inter is not None:
+            inter["edge_logits"] = logits
+            inter["alpha"] = alpha.view(logits.shape[0], self.num_edges)
+        return alpha
 
 
 class PyGLayerHead(GraphHead):
@@ -334,16 +344,6 @@ class PyGLayerHead(GraphHead):
         self.layer = layer
         kwargs = dict(layer_kwargs or {})
         self._build_stack(lambda i, o: make_graph_layer(layer, i, o, **kwargs))
-
-    def forward(
-        self, features: Tensor, return_intermediates: bool = False
-    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
-        _check_features(features, self.in_channels, self.feature_size, "PyGLayerHead")
-        nodes, _ = self.map_to_node(features)
-        edge_index = self.batcher.batched_edge_index(features.shape[0], features.device)
-        inter: Optional[Dict[str, Tensor]] = {"nodes_map_to_node": nodes} if return_intermediates else None
-        coords = self._run_stack(nodes, edge_index, None, inter)
-        return coords if inter is None else (coords, inter)
 
     def extra_repr(self) -> str:
         return f"layer={self.layer!r}, " + super().extra_repr()

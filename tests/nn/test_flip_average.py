@@ -1,7 +1,6 @@
 """FlipAverage: the mirror convention agrees with the training augmentation's, batching, errors."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

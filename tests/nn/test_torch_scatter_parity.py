@@ -13,7 +13,7 @@ import torch
 import torch_geometric.typing as pyg_typing
 
 from pyg_sdfl.graph import mine_graph
-from pyg_sdfl.nn import DynamicGraphConv, SDFLHead
+from pyg_sdfl.nn import SDFLHead
 
 HAS_SCATTER = importlib.util.find_spec("torch_scatter") is not None
 
