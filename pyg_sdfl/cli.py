@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--flip-test", action="store_true",
                     help="average each face with its mirror image (twice the model cost); helps models trained with "
-                         "flips, not the shipped one (README, Results)")
+                         "flips, not the shipped one (docs/results.md)")
 
     exp = sub.add_parser("export", help="write the compact fp16 weights file shipped in pyg_sdfl/weights/")
     exp.add_argument("--checkpoint", required=True, help="training checkpoint (best.ckpt)")

@@ -15,7 +15,7 @@ is ``(S - 1) / 2``). Both views go through the model as one batch of ``2B``. A m
 nearly independent estimates of the same points; averaging them lowers the variance part of the
 error at twice the inference cost. It also cancels any horizontal offset the model has learnt
 (the mirrored view's offset comes back negated), so it hurts a model that was fine-tuned without
-flips to learn the annotations' own horizontal offset (the shipped 300-W model: README, Results).
+flips to learn the annotations' own horizontal offset (the shipped 300-W model: docs/results.md).
 """
 from __future__ import annotations
 
