@@ -164,15 +164,61 @@ def _file_faces(tmp_path):
 def test_unreadable_files_skipped_with_warning_or_fail(tmp_path, caplog, cache):
     faces = _file_faces(tmp_path)
     with caplog.at_level(logging.WARNING, logger="pyg_sdfl.data.dataset"):
-        ds = LandmarkDataset(faces, "300w", image_size=32, cache_images=cache)
+        ds = LandmarkDataset(faces, "300w", image_size=32, augment=AUG, cache_images=cache)
     assert len(ds) == 2 and ds.skipped == 2 and ds.kept_indices.tolist() == [0, 3]
     assert [s.name for s in ds.samples] == ["good0", "good3"]
     assert "skipping 2 of 4" in caplog.text and "missing.jpg" in caplog.text
     assert ds[1]["index"] == 1
     with pytest.raises(ImageLoadError, match=r"2 of 4 images cannot be read.*'missing'.*on_bad_image='skip'"):
-        LandmarkDataset(faces, "300w", on_bad_image="fail", cache_images=cache)
+        LandmarkDataset(faces, "300w", augment=AUG, on_bad_image="fail", cache_images=cache)
     with pytest.raises(ValueError, match="none of the 2 images"):
-        LandmarkDataset(faces[1:3], "300w")
+        LandmarkDataset(faces[1:3], "300w", augment=AUG)
+
+
+def _damaged_png(path):
+    """A PNG whose header is valid and whose pixel data (IDAT) is overwritten in the middle."""
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (200, 200, 3)).astype(np.uint8))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_an_evaluation_set_never_loses_or_replaces_a_face(tmp_path, cache):
+    """Without augmentation (evaluation crops) a bad image fails, naming the file, even with
+    on_bad_image='skip' (the default); it is never dropped nor swapped for the next face."""
+    faces = _file_faces(tmp_path)
+    faces[1] = FaceSample(image=_damaged_png(tmp_path / "damaged.png"), landmarks=_landmarks(1), name="damaged")
+    faces[2] = faces[3]
+    with pytest.raises(ImageLoadError, match=r"1 of 4 images of an evaluation set.*damaged.png.*never skipped"):
+        LandmarkDataset(faces, "300w", image_size=32, cache_images=cache)
+
+
+def test_training_set_skips_a_damaged_png_before_the_first_epoch(tmp_path, caplog):
+    faces = _file_faces(tmp_path)
+    faces[1] = FaceSample(image=_damaged_png(tmp_path / "damaged.png"), landmarks=_landmarks(1), name="damaged")
+    faces[2] = faces[3]
+    with caplog.at_level(logging.WARNING, logger="pyg_sdfl.data.dataset"):
+        ds = LandmarkDataset(faces, "300w", image_size=32, augment=AUG)
+    assert len(ds) == 3 and ds.skipped == 1 and ds.kept_indices.tolist() == [0, 2, 3]
+    assert caplog.text.count("damaged.png") == 1 and "CRC mismatch" in caplog.text
+    assert [int(ds[i]["index"]) for i in range(3)] == [0, 1, 2]
+
+
+def test_a_file_damaged_after_construction_fails_naming_it(tmp_path):
+    faces = _file_faces(tmp_path)
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), np.random.default_rng(1).integers(0, 256, (200, 200, 3)).astype(np.uint8))
+    faces = [faces[0], FaceSample(image=photo, landmarks=_landmarks(1), name="photo"), faces[3]]
+    for augment in (None, AUG):
+        ds = LandmarkDataset(faces, "300w", image_size=32, augment=augment)
+        data = photo.read_bytes()
+        photo.write_bytes(data[: len(data) // 2])  # truncated after the dataset was built
+        with pytest.raises(ImageLoadError, match=r"face 1 of this dataset.*'photo'.*truncated JPEG.*photo.jpg.*changed"):
+            ds[1]
+        assert ds[2]["index"] == 2 and ds.skipped == 0
+        photo.write_bytes(data)
 
 
 def test_cached_items_equal_uncached(tmp_path):
@@ -183,29 +229,20 @@ def test_cached_items_equal_uncached(tmp_path):
     assert torch.equal(a[1]["image"], b[1]["image"])
 
 
-def test_load_time_failure_substitutes_next_face_and_counts(blob_faces, caplog):
-    calls = []
-
+@pytest.mark.parametrize("on_bad_image", ["skip", "fail"])
+def test_load_time_failure_raises_naming_the_face_never_substitutes(blob_faces, on_bad_image):
     def broken():
-        calls.append(1)
         raise OSError("truncated file")
 
     faces = [blob_faces[0], FaceSample(image=broken, landmarks=_landmarks(9), name="broken"), blob_faces[2]]
-    ds = LandmarkDataset(faces, "300w", image_size=32)  # callables are not probed up front
-    assert len(ds) == 3 and ds.skipped == 0
-    with caplog.at_level(logging.WARNING, logger="pyg_sdfl.data.dataset"):
-        item = ds[1]
-    assert item["index"] == 2 and ds.skipped == 1 and "'broken'" in caplog.text
-    torch.testing.assert_close(item["landmarks"], ds[2]["landmarks"])
-    ds[1]
-    assert len(calls) == 1  # known-bad faces are not retried
-    # failures inside DataLoader workers are counted in the main process too
-    ds2 = LandmarkDataset(faces, "300w", image_size=32)
-    indices = torch.cat([b["index"] for b in DataLoader(ds2, batch_size=3, num_workers=1)])
-    assert indices.tolist() == [0, 2, 2] and ds2.skipped == 1
-    strict = LandmarkDataset(faces, "300w", image_size=32, on_bad_image="fail")
-    with pytest.raises(ImageLoadError, match="'broken'.*OSError: truncated file"):
-        strict[1]
+    ds = LandmarkDataset(faces, "300w", image_size=32, augment=AUG, on_bad_image=on_bad_image)
+    assert len(ds) == 3 and ds.skipped == 0  # callables are not run up front
+    with pytest.raises(ImageLoadError, match="face 1 of this dataset.*'broken'.*OSError: truncated file"):
+        ds[1]
+    assert ds[2]["index"] == 2
+    # inside DataLoader workers too: the epoch stops with the face named, no other face stands in
+    with pytest.raises(ImageLoadError, match="'broken'"):
+        list(DataLoader(ds, batch_size=3, num_workers=1))
 
 
 # ---------------------------------------------------------------- mean shape
