@@ -130,12 +130,35 @@ def _predict_out_path(out: Path, index: int, count: int) -> Path:
     return out if count == 1 else out.with_name(f"{out.stem}_{index}{out.suffix}")
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _predict_failed(record: dict, message: str) -> None:
+    """Mark one image's record as failed and say so on stderr, one line, as it happens."""
+    record["error"] = message
+    print(f"pyg-sdfl predict: error: {message}", file=sys.stderr, flush=True)
+
+
+def _write_annotated(path: Path, image, faces) -> None:
     import cv2
+
+    from pyg_sdfl.inference import draw_faces
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(path), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+    except (OSError, cv2.error) as exc:
+        raise OSError(f"could not write {path}: {exc}") from None
+    if not written:
+        raise OSError(f"could not write {path}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Every image is processed, whatever happens to the others. Each image that cannot be read
+    (or whose --box does not fit it, or whose annotated copy cannot be written) gets one line on
+    stderr and a ``{"image", "error"}`` record in the JSON; the good ones' results are all
+    printed. Exit code: 2 if any image failed, else 1 if any image had no face, else 0."""
     import numpy as np
 
-    from pyg_sdfl.data.sample import probe_image
-    from pyg_sdfl.inference import Landmarker, draw_faces
+    from pyg_sdfl.data.sample import ImageLoadError, probe_image
+    from pyg_sdfl.inference import Landmarker
 
     boxes = None
     if args.box:
@@ -146,36 +169,53 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"--out {out}: use a .png (or .jpg) file name")
-    for image in args.images:  # every file is checked (header only) before the model is loaded
-        probe_image(image)
-    if args.checkpoint:
-        landmarker = Landmarker.from_checkpoint(args.checkpoint, device=args.device, flip_test=args.flip_test)
-    else:
-        landmarker = Landmarker.from_pretrained("300w", device=args.device, flip_test=args.flip_test)
-    results, without = [], []
-    for index, image_path in enumerate(args.images):
-        image = landmarker.load_image(image_path)  # ImageLoadError names the file
-        faces = landmarker.predict(image, boxes=boxes, box_type=args.box_type)
-        results.append({"image": str(image_path), "faces": [f.to_dict() for f in faces]})
+    results = [{"image": str(image)} for image in args.images]
+    for record, image in zip(results, args.images):  # cheap checks (no decoding) before the model is loaded
+        try:
+            probe_image(image)
+        except ImageLoadError as exc:
+            _predict_failed(record, str(exc))
+    if not all("error" in r for r in results):
+        if args.checkpoint:
+            landmarker = Landmarker.from_checkpoint(args.checkpoint, device=args.device, flip_test=args.flip_test)
+        else:
+            landmarker = Landmarker.from_pretrained("300w", device=args.device, flip_test=args.flip_test)
+    without = []
+    for index, (record, image_path) in enumerate(zip(results, args.images)):
+        if "error" in record:
+            continue
+        try:
+            image = landmarker.load_image(image_path)  # ImageLoadError names the file
+            faces = landmarker.predict(image, boxes=boxes, box_type=args.box_type)
+        except (ImageLoadError, ValueError) as exc:  # unreadable, or a --box outside this image
+            message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
+            _predict_failed(record, message)
+            continue
+        record["faces"] = [f.to_dict() for f in faces]
         if not faces:
             without.append(image_path)
         elif out is not None:
             path = _predict_out_path(out, index, len(args.images))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)):
-                raise RuntimeError(f"could not write {path}")
-            results[-1]["annotated"] = str(path)
+            try:
+                _write_annotated(path, image, faces)
+                record["annotated"] = str(path)
+            except OSError as exc:
+                _predict_failed(record, str(exc))
     if args.json:
         json.dump(results, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         for res in results:
+            if "faces" not in res:
+                continue
             print(f"{res['image']}: {len(res['faces'])} face(s)" + (f" -> {res['annotated']}" if "annotated" in res else ""))
             for face in res["faces"]:
                 print(f"  box {face['box']} score {face['score']}")
     for image_path in without:
         print(f"pyg-sdfl predict: no face found in {image_path} (the Haar frontal-face detector found none; "
               "give the face's box with --box X0 Y0 X1 Y1)", file=sys.stderr)
+    if any("error" in r for r in results):
+        return 2
     return 1 if without else 0
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyg_sdfl.data.sample import ImageLoadError, as_rgb_uint8
+from pyg_sdfl.data.sample import as_rgb_uint8, read_image
 from pyg_sdfl.data.transforms import normalise_image
 from pyg_sdfl.detection import BoxMapping, Detector, HaarFaceDetector, load_default_box_mapping
 from pyg_sdfl.engine.builders import resolve_device
@@ -230,18 +230,14 @@ class Landmarker:
         """A path or an array -> ``(H, W, 3)`` uint8 RGB;
         :class:`~pyg_sdfl.data.sample.ImageLoadError` naming the file otherwise.
 
-        Files are decoded with OpenCV *with* their EXIF orientation applied (unlike the dataset
-        readers, whose annotations refer to the stored pixel grid): a phone photo is processed,
-        and its landmarks are returned, upright, as any viewer shows it.
+        Files are read by :func:`~pyg_sdfl.data.sample.read_image` (truncated or damaged files and
+        pictures above :data:`~pyg_sdfl.data.sample.MAX_IMAGE_PIXELS` are errors naming the file),
+        *with* their EXIF orientation applied (unlike the dataset readers, whose annotations refer
+        to the stored pixel grid): a phone photo is processed, and its landmarks are returned,
+        upright, as any viewer shows it.
         """
         if isinstance(image, (str, Path)):
-            path = Path(image)
-            if not path.is_file():
-                raise ImageLoadError(f"image file not found: {path}")
-            decoded = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
-            if decoded is None:
-                raise ImageLoadError(f"cannot decode image file (corrupt or not an image): {path}")
-            return decoded
+            return read_image(image, apply_orientation=True)
         return as_rgb_uint8(image, "image")
 
     def face_squares(self, image: np.ndarray, boxes: Optional[Any] = None,

@@ -248,6 +248,93 @@ def test_cli_predict_errors_exit_2(case, tiny_ckpt, face, tmp_path, capsys):
     assert expected in err and err.startswith("pyg-sdfl predict: error:")
 
 
+def _truncated_jpeg(tmp_path: Path, image: np.ndarray, name: str = "cut.jpg") -> Path:
+    full = tmp_path / f"full_{name}"
+    assert cv2.imwrite(str(full), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    data = full.read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_jpeg_is_not_predicted_on(landmarker, face, tmp_path):
+    """OpenCV alone decodes it with grey rows and predict gave landmarks on them (exit 0), or
+    "no face found" without --box; now it is an ImageLoadError naming the file."""
+    from pyg_sdfl.data.sample import ImageLoadError
+
+    image, box = face
+    cut = _truncated_jpeg(tmp_path, image)
+    with pytest.raises(ImageLoadError, match=r"truncated JPEG.*cut.jpg"):
+        landmarker.predict(cut, boxes=[box])
+
+
+@pytest.mark.parametrize("with_box", [True, False])
+def test_cli_predict_truncated_jpeg_exits_2_naming_it(tiny_ckpt, face, tmp_path, capsys, with_box):
+    image, box = face
+    cut = _truncated_jpeg(tmp_path, image)
+    rc = main(["predict", str(cut), "--checkpoint", str(tiny_ckpt)] + (["--box", *map(str, box)] if with_box else []))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("pyg-sdfl predict: error: truncated JPEG") and str(cut) in err
+    assert "no face found" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_predict_keeps_the_good_results_when_one_image_is_bad(tiny_ckpt, face, tmp_path, capsys):
+    image, box = face
+    a, c = _png(tmp_path, "a.png", image), _png(tmp_path, "c.png", image)
+    bad = _truncated_jpeg(tmp_path, image, "bad.jpg")
+    missing = tmp_path / "missing.png"
+    rc = main(["predict", str(a), str(bad), str(c), str(missing), "--checkpoint", str(tiny_ckpt),
+               "--box", *map(str, box), "--out", str(tmp_path / "ann.png"), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 2
+    payload = json.loads(captured.out)
+    assert [p["image"] for p in payload] == [str(a), str(bad), str(c), str(missing)]
+    for good, index in ((payload[0], 0), (payload[2], 2)):
+        assert len(good["faces"]) == 1 and "error" not in good
+        assert good["annotated"] == str(tmp_path / f"ann_{index}.png") and Path(good["annotated"]).is_file()
+    assert payload[0]["faces"] == payload[2]["faces"]
+    assert "truncated JPEG" in payload[1]["error"] and str(bad) in payload[1]["error"] and "faces" not in payload[1]
+    assert "not found" in payload[3]["error"]
+    assert not (tmp_path / "ann_1.png").exists() and not (tmp_path / "ann_3.png").exists()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("pyg-sdfl predict: error: ") for line in lines)
+    assert str(bad) in lines[0] and str(missing) in lines[1]
+    # text mode: the good images are listed, the same exit code
+    rc = main(["predict", str(a), str(bad), "--checkpoint", str(tiny_ckpt), "--box", *map(str, box)])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out.startswith(f"{a}: 1 face(s)") and str(bad) not in captured.out
+
+
+def test_cli_predict_a_box_outside_one_image_fails_that_image_only(tiny_ckpt, face, tmp_path, capsys):
+    image, box = face
+    small = _png(tmp_path, "small.png", image[:40, :40])
+    big = _png(tmp_path, "big.png", image)
+    rc = main(["predict", str(small), str(big), "--checkpoint", str(tiny_ckpt), "--box", "60", "60", "120", "120",
+               "--json"])
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert rc == 2 and "outside" in payload[0]["error"] and len(payload[1]["faces"]) == 1
+    assert captured.err.strip() == f"pyg-sdfl predict: error: {payload[0]['error']}" and str(small) in captured.err
+
+
+def test_cli_predict_huge_image_is_one_line_naming_it(tiny_ckpt, tmp_path, capsys):
+    """A 400-megapixel header (above MAX_IMAGE_PIXELS): one line naming the file, no traceback,
+    no decoding. (PIL's DecompressionBombError used to escape as a traceback from 179 MP on.)"""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    giant = tmp_path / "giant.png"
+    giant.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                      + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    rc = main(["predict", str(giant), "--checkpoint", str(tiny_ckpt)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("pyg-sdfl predict: error: image too large: 20000 x 20000") and str(giant) in err
+
+
 # ------------------------------------------------------------------------------ shipped weights
 @needs_shipped
 def test_shipped_weights_load_strictly_and_are_small():
