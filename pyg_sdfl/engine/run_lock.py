@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LOCK_NAME", "RunFolderLocked", "RunLock"]
 
 LOCK_NAME = "run.lock"
+_HELD: set = set()  # lock files this process holds (a lock naming our own pid but not in here is a dead process's)
 
 
 class RunFolderLocked(RuntimeError):
@@ -59,7 +60,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = _read_holder(self.path)
-                if attempt == 0 and holder is not None and _is_dead_here(holder):
+                if attempt == 0 and holder is not None and _is_dead_here(holder, self.path):
                     log.warning("taking over the stale lock %s of process %s on %s (started %s), which is no "
                                 "longer running", self.path, holder["pid"], holder["host"], holder.get("started"))
                     self.path.unlink(missing_ok=True)
@@ -69,6 +70,7 @@ class RunLock:
             with os.fdopen(fd, "w") as handle:
                 json.dump(content, handle)
             self._held = True
+            _HELD.add(self.path.resolve())
             return self
         raise AssertionError("unreachable")
 
@@ -78,6 +80,7 @@ class RunLock:
             holder = _read_holder(self.path)
             if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
                 self.path.unlink(missing_ok=True)
+            _HELD.discard(self.path.resolve())
             self._held = False
 
     def __enter__(self) -> "RunLock":
@@ -112,12 +115,12 @@ def _read_holder(path: Path) -> Optional[Dict[str, Any]]:
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
 
-def _is_dead_here(holder: Dict[str, Any]) -> bool:
+def _is_dead_here(holder: Dict[str, Any], path: Path) -> bool:
     """True when the holder ran on this host and its process no longer exists."""
     if holder.get("host") != socket.gethostname():
         return False
-    if holder["pid"] == os.getpid():  # a new process that got the dead holder's pid (small containers)
-        return True
+    if holder["pid"] == os.getpid():  # this process, or a dead one whose pid it was given again
+        return path.resolve() not in _HELD
     try:
         os.kill(int(holder["pid"]), 0)
     except ProcessLookupError:

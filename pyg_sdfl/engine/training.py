@@ -135,7 +135,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     """
     epochs = int(cfg.train.epochs)
     if epochs < 1:
-        raise ValueError(f"train.epochs={cfg.train.epochs}: a run needs at least one epoch; set train.epochs to 1 or more")
+        raise ValueError(f"train.epochs={cfg.train.epochs}: a run needs at least one epoch; "
+                         f"set train.epochs to 1 or more")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

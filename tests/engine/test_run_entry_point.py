@@ -90,3 +90,31 @@ def test_kill_while_best_ckpt_is_written_then_resume(tmp_path):
     assert results["best_val_nme"] == pytest.approx(best["best"]["val_nme"], rel=1e-12)
     # the run's wall time covers the killed part and the resumed one (rounded to 0.1 s)
     assert first_part - 0.05 <= results["meta"]["wall_time_s"] <= first_part + second_part_outside + 0.05
+
+
+def test_a_user_error_is_one_line_on_stderr_and_exit_2(tmp_path):
+    out = subprocess.run([sys.executable, str(RUN), *TINY, "train.epochs=0", f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines() == [
+        "pyg-sdfl train: error: train.epochs=0: a run needs at least one epoch; set train.epochs to 1 or more"]
+    assert not (tmp_path / "run.lock").exists()  # released on the way out
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_leaves_the_holders_records(tmp_path):
+    from pyg_sdfl.engine.run_lock import RunLock
+
+    records = [".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"]
+    (tmp_path / ".hydra").mkdir()
+    for name in records:
+        (tmp_path / name).write_text(f"# the holder's {name}\n")
+    with RunLock(tmp_path, records=records):  # this test process is the run holding the folder
+        out = subprocess.run([sys.executable, str(RUN), *TINY, "seed=1", f"hydra.run.dir={tmp_path}"],
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr[-3000:]
+        [line] = out.stderr.strip().splitlines()
+        assert line.startswith(f"pyg-sdfl train: error: the run folder {tmp_path} is in use by process {os.getpid()} "
+                               f"on {socket.gethostname()} (started ")
+        for name in records:
+            assert (tmp_path / name).read_text() == f"# the holder's {name}\n", name
+        assert not (tmp_path / "last.ckpt").exists() and not (tmp_path / "results.json").exists()
