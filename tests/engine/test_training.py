@@ -123,7 +123,7 @@ def test_divergence_with_a_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     cfg = tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=2", "train.optimizer.lr=1e-3",
                    "train.scheduler.milestones=[1]", "train.scheduler.gamma=2e4")
     with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 2: validation NME .*% is above "
-                                               r"train.max_val_nme=5.0 \(500%\); lower the learning rate "
+                                               r"train.max_val_nme=100.0 \(10000%\); lower the learning rate "
                                                r"\(train.optimizer.lr=0.001, 20 in this epoch\); last.ckpt keeps "
                                                r"epoch 1") as err:
         train(cfg, tmp_path)
