@@ -1,13 +1,17 @@
 """One experiment: train, reload the best-on-validation weights, evaluate, write the reports.
 
-``python experiments/run.py`` and ``pyg-sdfl train`` both call :func:`main` (Hydra).
+``python experiments/run.py`` and ``pyg-sdfl train`` both call :func:`main` (Hydra). A run holds
+its folder's lock (:class:`~pyg_sdfl.engine.run_lock.RunLock`) from training to the last report.
+Errors a user can act on (bad config values, unusable checkpoints, a diverged run, a locked folder)
+end the command with one line on stderr and exit status 2, not a traceback.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, NoReturn, Optional, Sequence, Union
 
 import hydra
 import numpy as np
@@ -19,9 +23,14 @@ from pyg_sdfl.engine.builders import build_datasets, load_splits, resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError, LoadedModel, load_model
 from pyg_sdfl.engine.evaluation import evaluate
 from pyg_sdfl.engine.reporting import metrics_table, plot_ced, plot_prediction_grid, run_metadata, write_results
-from pyg_sdfl.engine.training import train
+from pyg_sdfl.engine.run_lock import RunFolderLocked, RunLock
+from pyg_sdfl.engine.training import TrainingDiverged, train
 
 log = logging.getLogger("pyg_sdfl")
+
+_HYDRA_RECORDS = ("config.yaml", "hydra.yaml", "overrides.yaml")
+# what a user can act on, reported as one line; anything else is a bug and keeps its traceback
+_USER_ERRORS = (ValueError, OSError, CheckpointError, TrainingDiverged, RunFolderLocked)
 
 __all__ = ["run_experiment", "evaluate_run", "main"]
 
@@ -68,15 +77,27 @@ def _write_grid(dataset, result: Dict[str, Any], path: Path, count: int) -> None
     plot_prediction_grid(images, preds.pred_crop[order], targets, result["nme"][order], path)
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, choices: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def run_experiment(cfg: DictConfig, run_dir: Path, choices: Optional[Dict[str, Any]] = None,
+                   records: Sequence[str] = ()) -> Dict[str, Any]:
     """Train, then evaluate ``best.ckpt`` on val and test; returns the results payload.
 
     ``choices`` (Hydra's config-group picks, e.g. ``{"head": "gat", "variant": "l1_loss"}``) are stored
-    with the results so that aggregation can name each run's condition.
+    with the results so that aggregation can name each run's condition. The run holds ``run_dir``'s
+    lock throughout; ``records`` are the files (relative to ``run_dir``) its launcher wrote before,
+    kept safe from a refused second run (:class:`~pyg_sdfl.engine.run_lock.RunLock`). The results'
+    ``meta.wall_time_s`` covers all parts of a resumed run.
     """
+    with RunLock(run_dir, records=records):
+        return _run(cfg, Path(run_dir), choices)
+
+
+def _run(cfg: DictConfig, run_dir: Path, choices: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     start = time.perf_counter()
     result = train(cfg, run_dir)
     evaluation = evaluate_run(cfg, run_dir / "best.ckpt", out_dir=run_dir)
+    if evaluation["checkpoint_epoch"] != result.best_epoch:  # never report one epoch's metrics as another's
+        raise CheckpointError(f"{run_dir / 'best.ckpt'} holds epoch {evaluation['checkpoint_epoch']}, but the run's "
+                              f"best epoch is {result.best_epoch}; its metrics would not be the best model's")
     payload = {
         "metrics": evaluation["metrics"],
         "best_epoch": result.best_epoch,
@@ -88,7 +109,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, choices: Optional[Dict[str, A
         "nme_per_face": evaluation["nme_per_face"],
         "config": OmegaConf.to_container(cfg, resolve=True),
         "choices": dict(choices or {}),
-        "meta": run_metadata(time.perf_counter() - start, str(resolve_device(str(cfg.device)))),
+        "meta": run_metadata(result.wall_time_before_s + time.perf_counter() - start,
+                             str(resolve_device(str(cfg.device)))),
     }
     paths = write_results(run_dir, payload, threshold=float(cfg.evaluate.threshold))
     print(metrics_table(evaluation["metrics"], float(cfg.evaluate.threshold)))
@@ -102,5 +124,18 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = {k: v for k, v in OmegaConf.to_container(hydra_cfg.runtime.choices).items() if not k.startswith("hydra/")}
-    payload = run_experiment(cfg, run_dir, choices=choices)
+    subdir = hydra_cfg.output_subdir  # Hydra writes its records there before this function runs
+    records = [f"{subdir}/{name}" for name in _HYDRA_RECORDS] if subdir else []
+    try:
+        payload = run_experiment(cfg, run_dir, choices=choices, records=records)
+    except _USER_ERRORS as err:
+        _exit_with(err)
     return float(payload["best_val_nme"])
+
+
+def _exit_with(err: BaseException) -> NoReturn:
+    """One line on stderr (also in the run's log), exit status 2."""
+    message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    log.error("%s", message)
+    print(f"pyg-sdfl train: error: {message}", file=sys.stderr)
+    sys.exit(2)

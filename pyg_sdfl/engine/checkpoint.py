@@ -18,7 +18,7 @@ import random
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -41,11 +41,15 @@ __all__ = [
     "EXPORTED_KIND",
     "capture_rng_state",
     "restore_rng_state",
+    "remove_stale_temporaries",
 ]
 
 FORMAT_VERSION = 1
 EXPORTED_KIND = "pyg_sdfl.pretrained"  # the "kind" entry of an exported weights file
 MODEL_SECTIONS = ("backbone", "head")  # taken whole from a file's config, never merged with defaults
+
+
+_TEMPORARY_SUFFIX = ".tmp"  # save_checkpoint writes ".<name>.<random>.tmp" next to <name>, then renames it
 
 
 class CheckpointError(RuntimeError):
@@ -60,7 +64,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
@@ -72,6 +76,18 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> List[Path]:
+    """Delete the ``.<name>.*.tmp`` files that :func:`save_checkpoint` left in ``folder`` when it
+    was killed mid-write (each is as large as a checkpoint); returns the deleted paths.
+
+    Only for a folder no process is writing to (a locked run folder, or a run being resumed).
+    """
+    stale = sorted(p for p in Path(folder).glob(f".*.ckpt.*{_TEMPORARY_SUFFIX}") if p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Dict[str, Any]:

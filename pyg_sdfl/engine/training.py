@@ -4,6 +4,17 @@ Checkpoints are written at the end of every epoch (``last.ckpt``) and when valid
 improves (``best.ckpt``). ``train.resume`` continues a run from ``last.ckpt`` with the same
 model, optimiser, scheduler and RNG states; shuffling and augmentation are seeded per epoch,
 so an interrupted-and-resumed run follows the same trajectory as an uninterrupted one.
+
+Faults it guards against:
+
+- a kill while a checkpoint is written: writes are atomic (temporary file, then rename); ``last.ckpt``
+  is written before ``best.ckpt`` from the same state, so after a kill between the two, resume
+  rewrites ``best.ckpt`` from ``last.ckpt`` (whose weights are the best epoch's). Resume removes the
+  temporary files a killed write left behind and never continues with a ``best.ckpt`` that does not
+  hold the epoch its ``best`` record names. ``wall_time_s`` adds up all parts of a resumed run.
+- divergence: a non-finite loss, non-finite validation predictions, or a validation NME above
+  ``train.max_val_nme`` stop the run with :class:`TrainingDiverged` before that epoch's checkpoints
+  are written, so ``last.ckpt``/``best.ckpt`` keep the last good state.
 """
 from __future__ import annotations
 
@@ -12,14 +23,16 @@ import math
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
@@ -38,6 +51,7 @@ from pyg_sdfl.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     load_state_dict_strict,
+    remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
@@ -46,17 +60,32 @@ from pyg_sdfl.graph import LandmarkGraph
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "train", "seed_everything", "check_compatible"]
+__all__ = ["TrainResult", "TrainingDiverged", "train", "seed_everything", "check_compatible"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training blew up (non-finite loss or validation predictions, or an absurd validation NME).
+
+    Raised before that epoch's checkpoints are written; the message names the cause and the remedy.
+    """
 
 
 @dataclass
 class TrainResult:
+    """Summary of a run.
+
+    ``wall_time_s`` is the training time of all parts of the run (a resumed run adds the time its
+    earlier parts recorded in their checkpoints); ``wall_time_before_s`` is that earlier part
+    (0 for a run in one part).
+    """
+
     run_dir: Path
     best_epoch: int
     best_val_nme: float
     epochs_run: int
     wall_time_s: float
     history: List[Dict[str, float]] = field(default_factory=list)
+    wall_time_before_s: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -104,6 +133,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 
     Writes ``last.ckpt``, ``best.ckpt`` and ``graph.pt`` into ``run_dir``.
     """
+    epochs = int(cfg.train.epochs)
+    if epochs < 1:
+        raise ValueError(f"train.epochs={cfg.train.epochs}: a run needs at least one epoch; "
+                         f"set train.epochs to 1 or more")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -126,22 +159,29 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     weights = pose_balanced_weights(normalised_shapes(splits.train)) if cfg.train.balance else None
 
     state = {"epoch": 0, "best_epoch": -1, "best_val_nme": math.inf, "history": []}
+    before = 0.0  # training time of the earlier parts of a resumed run
     resume = cfg.train.resume
     if resume:
         path = run_dir / "last.ckpt" if str(resume) == "last" else Path(str(resume))
+        stale = remove_stale_temporaries(run_dir)
+        if stale:
+            log.warning("removed %d temporary checkpoint file(s) left by a killed write: %s", len(stale),
+                        ", ".join(p.name for p in stale))
         ckpt = load_checkpoint(path, map_location=device)
         check_compatible(ckpt, splits.scheme.name, graph, f"resume from {path}")
         load_state_dict_strict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         restore_rng_state(ckpt["rng"])
+        _ensure_best_checkpoint(ckpt, path, run_dir)
         state.update(epoch=ckpt["epoch"], best_epoch=ckpt["best"]["epoch"], best_val_nme=ckpt["best"]["val_nme"],
                      history=list(ckpt.get("history", [])))
-        log.info("resumed from %s at epoch %d", path, state["epoch"])
+        before = float((ckpt.get("meta") or {}).get("wall_time_s", 0.0))
+        log.info("resumed from %s at epoch %d (%.1f s of training before)", path, state["epoch"], before)
 
     step_fn = torch.compile(model) if cfg.train.compile else model
     precision = str(cfg.train.precision)
-    epochs = int(cfg.train.epochs)
+    max_val_nme = float(cfg.train.max_val_nme)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     for epoch in range(state["epoch"], epochs):
         datasets["train"].set_epoch(epoch)
@@ -150,9 +190,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         scheduler.step()
         record = {"epoch": epoch + 1, **stats}
         if (epoch + 1) % int(cfg.train.val_every) == 0 or epoch + 1 == epochs:
-            val = evaluate(model, datasets["val"], splits.scheme, batch_size=int(cfg.evaluate.batch_size),
-                           device=device, threshold=float(cfg.evaluate.threshold),
-                           normalisation=str(cfg.evaluate.normalisation), precision=precision)["summary"]["all"]
+            nonfinite = _diverged(epoch + 1, "validation predictions are NaN or infinite", cfg, stats["lr"])
+            with _finite_outputs(model, nonfinite):
+                val = evaluate(model, datasets["val"], splits.scheme, batch_size=int(cfg.evaluate.batch_size),
+                               device=device, threshold=float(cfg.evaluate.threshold),
+                               normalisation=str(cfg.evaluate.normalisation), precision=precision)["summary"]["all"]
+            if not val["nme"] <= max_val_nme:
+                raise _diverged(epoch + 1, f"validation NME {100 * val['nme']:.4g}% is above train.max_val_nme="
+                                          f"{cfg.train.max_val_nme} ({100 * max_val_nme:g}%)", cfg, stats["lr"])
             record.update(val_nme=float(val["nme"]), val_fr=float(val["fr"]), val_auc=float(val["auc"]))
             improved = val["nme"] < state["best_val_nme"]
             if improved:
@@ -173,14 +218,92 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
             "scheme": splits.scheme.name,
             "config": config_dict,
             "history": state["history"],
-            "meta": {"wall_time_s": time.perf_counter() - start, "device": str(device)},
+            "meta": {"wall_time_s": before + time.perf_counter() - start, "device": str(device)},
         }
         save_checkpoint(checkpoint, run_dir / "last.ckpt")
         if improved:
             save_checkpoint(checkpoint, run_dir / "best.ckpt")
 
     return TrainResult(run_dir=run_dir, best_epoch=state["best_epoch"], best_val_nme=state["best_val_nme"],
-                       epochs_run=len(state["history"]), wall_time_s=time.perf_counter() - start, history=state["history"])
+                       epochs_run=len(state["history"]), wall_time_s=before + time.perf_counter() - start,
+                       history=state["history"], wall_time_before_s=before)
+
+
+def _diverged(epoch: int, cause: str, cfg: DictConfig, lr: float) -> TrainingDiverged:
+    """The one-line error for a run that blew up at ``epoch`` (1-based, run at learning rate ``lr``):
+    cause, remedy, and what is kept."""
+    configured = cfg.train.optimizer.lr
+    ran_at = "" if float(configured) == float(lr) else f", {lr:g} in this epoch"
+    kept = f"last.ckpt keeps epoch {epoch - 1}, the last good state" if epoch > 1 else "no checkpoint was written"
+    return TrainingDiverged(f"training diverged at epoch {epoch}: {cause}; lower the learning rate "
+                            f"(train.optimizer.lr={configured}{ran_at}); {kept}")
+
+
+@contextmanager
+def _finite_outputs(model: nn.Module, error: Exception):
+    """Within the block, a forward of ``model`` whose output is not all finite raises ``error``."""
+    def check(module, inputs, output):
+        if not torch.isfinite(output).all():
+            raise error
+
+    handle = model.register_forward_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _ensure_best_checkpoint(last: Dict[str, Any], last_path: Path, run_dir: Path) -> None:
+    """Make ``run_dir/best.ckpt`` hold the weights that ``last``'s ``best`` record names, or refuse.
+
+    ``last.ckpt`` is written before ``best.ckpt`` from the same state, so a kill between the two
+    writes leaves ``last`` recording best epoch ``E`` with its own weights being epoch ``E``'s, while
+    ``best.ckpt`` still holds an earlier epoch (or is absent): ``best.ckpt`` is then rewritten from
+    ``last``. A ``best.ckpt`` next to ``last_path`` (resuming another folder's run) is the other
+    source. Without a source holding the recorded epoch, a :class:`CheckpointError` says so: the
+    run would otherwise report one epoch's metrics with another epoch's weights.
+    """
+    record = last.get("best") or {}
+    if int(record.get("epoch", -1)) < 1:  # no validation yet: the first one writes best.ckpt
+        return
+    target = run_dir / "best.ckpt"
+
+    def holds_record(state: Optional[Dict[str, Any]]) -> bool:
+        return state is not None and state.get("epoch") == record["epoch"] and state.get("best") == record
+
+    found = _read_if_usable(target)
+    if holds_record(found):
+        return
+    sources: List[Tuple[Path, Optional[Dict[str, Any]]]] = [(last_path, last)]
+    if last_path.parent.resolve() != run_dir.resolve():
+        sources.append((last_path.parent / "best.ckpt", _read_if_usable(last_path.parent / "best.ckpt")))
+    for source_path, source in sources:
+        if holds_record(source):
+            save_checkpoint(source, target)
+            log.warning("best.ckpt held %s but %s records best %s (a run killed while writing best.ckpt?): "
+                        "rewrote best.ckpt from %s, which holds it", _describe(found), last_path.name,
+                        _describe(source), source_path)
+            return
+    raise CheckpointError(f"cannot resume from {last_path}: it records best {_describe(last)} but {target} holds "
+                          f"{_describe(found)} and no checkpoint with those weights is left; start a new run in a "
+                          f"new folder")
+
+
+def _read_if_usable(path: Path) -> Optional[Dict[str, Any]]:
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path)
+    except CheckpointError:
+        return None
+
+
+def _describe(state: Optional[Dict[str, Any]]) -> str:
+    """``"epoch 3 (val NME 12.34%)"``: the best record of a checkpoint's state."""
+    if state is None:
+        return "nothing readable"
+    best = state.get("best") or {}
+    return f"epoch {best.get('epoch')} (val NME {100 * float(best.get('val_nme', math.nan)):.4g}%)"
 
 
 def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision) -> Dict[str, float]:
@@ -202,7 +325,8 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
             pred = model(images)
         loss = criterion(pred.float(), target)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: lower the learning rate")
+            raise _diverged(epoch + 1, f"the loss became {loss.item()} at step {step + 1}", cfg,
+                            optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

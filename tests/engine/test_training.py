@@ -12,9 +12,9 @@ import torch
 
 from pyg_sdfl.config import compose
 from pyg_sdfl.engine.builders import build_datasets, build_graph, build_model, load_splits
-from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint
+from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyg_sdfl.engine.evaluation import evaluate
-from pyg_sdfl.engine.training import train
+from pyg_sdfl.engine.training import TrainingDiverged, train
 
 TINY = [
     "dataset.image_size=64",
@@ -56,8 +56,12 @@ def test_resume_continues_with_the_same_state(tmp_path):
     base = ["train.epochs=3", "train.max_steps_per_epoch=3"]
     full = train(tiny_cfg(*base), tmp_path / "full")
     # interrupted run: stops after 2 epochs, then resumes to 3
-    train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=3"), tmp_path / "cut")
+    cut = train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=3"), tmp_path / "cut")
+    first_part = load_checkpoint(tmp_path / "cut" / "last.ckpt")["meta"]["wall_time_s"]
     resumed = train(tiny_cfg(*base, "train.resume=last"), tmp_path / "cut")
+    # the wall time adds up both parts (the first part's, up to its last checkpoint, is stored there)
+    assert 0 < resumed.wall_time_before_s == first_part <= cut.wall_time_s
+    assert resumed.wall_time_s > resumed.wall_time_before_s
     a = load_checkpoint(tmp_path / "full" / "last.ckpt")
     b = load_checkpoint(tmp_path / "cut" / "last.ckpt")
     assert a["epoch"] == b["epoch"] == 3
@@ -106,3 +110,39 @@ def test_cli_evaluate_prints_metrics_json(tmp_path):
         assert set(row) >= {"nme", "fr", "auc", "count"}
         assert np.isfinite(row["nme"]) and row["count"] > 0
     assert (tmp_path / "eval" / "ced.png").stat().st_size > 0
+
+
+def test_epochs_below_one_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"train.epochs=0: a run needs at least one epoch"):
+        train(tiny_cfg("train.epochs=0"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_divergence_with_a_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    # epoch 1 at lr 1e-3 is sane; the scheduler then raises lr to 20: predictions fly off the image
+    cfg = tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=2", "train.optimizer.lr=1e-3",
+                   "train.scheduler.milestones=[1]", "train.scheduler.gamma=2e4")
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 2: validation NME .*% is above "
+                                               r"train.max_val_nme=100.0 \(10000%\); lower the learning rate "
+                                               r"\(train.optimizer.lr=0.001, 20 in this epoch\); last.ckpt keeps "
+                                               r"epoch 1") as err:
+        train(cfg, tmp_path)
+    assert "\n" not in str(err.value)
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == load_checkpoint(tmp_path / "best.ckpt")["epoch"] == 1
+
+
+def test_non_finite_validation_predictions_name_the_cause_and_the_remedy(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: validation predictions are NaN or infinite; lower the "
+                                               r"learning rate \(train.optimizer.lr=1000000.0\); no checkpoint"):
+        train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=3", "train.optimizer.lr=1e6"), tmp_path)
+    assert not (tmp_path / "last.ckpt").exists()
+
+
+def test_resume_refuses_a_best_ckpt_that_is_not_the_recorded_best(tmp_path):
+    train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=1"), tmp_path)
+    last = load_checkpoint(tmp_path / "last.ckpt")
+    last["best"] = {"epoch": 1, "val_nme": 0.5}  # weights no file holds: nothing can repair best.ckpt
+    save_checkpoint(last, tmp_path / "last.ckpt")
+    with pytest.raises(CheckpointError, match=r"records best epoch 1 \(val NME 50%\) but .*best.ckpt holds epoch "
+                                              r"[12] \(val NME .*%\) and no checkpoint with those weights is left"):
+        train(tiny_cfg("train.epochs=3", "train.max_steps_per_epoch=1", "train.resume=last"), tmp_path)
