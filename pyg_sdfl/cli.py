@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from pyg_sdfl.config import compose
+from pyg_sdfl.config import KEY_TYPES, compose, validate
 from pyg_sdfl.json_files import read_json
 
 __all__ = ["main"]
@@ -66,6 +66,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from pyg_sdfl.plotting import plot_graph_on_shape
 
     cfg = compose(_dataset_overrides(args) + [f"graph.k={args.k}", f"graph.mode={args.mode}"])
+    validate(cfg)
     splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed), need_test=False)
     graph = build_graph(cfg.graph, splits, crop_scale=float(cfg.dataset.crop_scale))
     out = Path(args.out or f"graph_{args.dataset}_k{args.k}_{args.mode}.pt")
@@ -230,8 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", default=None,
                     help="dataset config name: 300w, wflw, cofw, synthetic (default: the model's training dataset)")
     ev.add_argument("--root", default=None, help="dataset root folder")
-    ev.add_argument("--split", nargs="+", default=["test"], choices=["val", "test"],
-                    help="splits to score (default: test; val is carved from train with the model's split seed)")
+    ev.add_argument("--split", nargs="+", default=["test"], choices=KEY_TYPES["evaluate.splits"].choices,
+                    help="splits to score (default: test; val is carved from train with the model's split seed, "
+                         "train is the rest of the training faces); all on evaluation crops, never augmented")
     ev.add_argument("--out", default=None, help="folder for the CED plot and prediction grid")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--flip-test", action="store_true", help="average each face with its mirror image (2x cost)")

@@ -4,15 +4,21 @@
 ``python experiments/run.py dataset=300w graph.k=5`` trains with. The library, the CLI, the
 notebooks, the benchmarks and the tests all call this function; every key it can return is
 declared, with its default and a comment, in a YAML file under ``pyg_sdfl/configs/``.
+
+``validate(cfg)`` checks the typed keys (:data:`KEY_TYPES`) before anything is built or trained:
+Hydra parses ``graph.k=2.5`` as a float and ``dataset.image_size=abc`` as a string, and nothing
+else would stop them (``int(2.5)`` silently trains with k=2 while the saved config says 2.5).
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["CONFIG_DIR", "compose"]
+__all__ = ["CONFIG_DIR", "compose", "KeyType", "KEY_TYPES", "ConfigError", "validate"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -38,3 +44,137 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", return_h
         if outer is not None:  # the context above restores its own (empty) backup: the instance is new
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type; the message names every bad ``key=value``, in one line."""
+
+
+@dataclass(frozen=True)
+class KeyType:
+    """The type of one config key: ``kind`` (int, float, bool or str), a list of them, ``None`` allowed.
+
+    ``float`` keys take integers too (``train.optimizer.lr=1`` is 1.0) but must be finite;
+    ``int`` keys take neither floats (``2.5``, ``64.0``) nor booleans.
+    """
+
+    kind: type
+    is_list: bool = False
+    optional: bool = False
+    choices: Tuple[str, ...] = ()
+
+    def problem(self, value: Any) -> str:
+        """``""`` if ``value`` fits, else what was expected (e.g. ``"expected an integer"``)."""
+        one, many = _NOUNS[self.kind]
+        if value is None:
+            return "" if self.optional else f"expected {one}, not null"
+        if self.is_list:
+            if not isinstance(value, (list, tuple)):
+                return f"expected a list of {many}"
+            item_type = KeyType(self.kind, choices=self.choices)
+            return next((f"{_shown(item)} in the list: {item_type.problem(item)}"
+                         for item in value if item_type.problem(item)), "")
+        if self.kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:  # bool is an int in Python: an int key must not take true
+            ok = isinstance(value, self.kind) and (self.kind is bool or not isinstance(value, bool))
+        if not ok:
+            return f"expected {one}"
+        if self.choices and value not in self.choices:
+            return f"expected one of {', '.join(self.choices)}"
+        return ""
+
+
+_NOUNS = {int: ("an integer", "integers"), float: ("a finite number", "finite numbers"),
+          bool: ("true or false", "true/false values"), str: ("a string", "strings")}
+
+
+def _shown(value: Any) -> str:
+    """A value as it is written in an override: ``true``, ``null``, ``[5, 2.5]``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return str(value)
+
+
+INT, FLOAT, BOOL, STR = KeyType(int), KeyType(float), KeyType(bool), KeyType(str)
+
+# Every key below is declared in a YAML under configs/ (tests/test_config.py checks it, and that
+# every integer, float and boolean default there is listed here). Keys a config lacks (another
+# head, dataset or loss option) are skipped; ``???`` (a value still to give) is left to the reader.
+KEY_TYPES: Dict[str, KeyType] = {
+    "seed": INT,
+    "device": STR,
+    "graph.k": INT,
+    "graph.mode": STR,
+    "graph.path": KeyType(str, optional=True),
+    "evaluate.splits": KeyType(str, is_list=True, choices=("train", "val", "test")),
+    "evaluate.batch_size": INT,
+    "evaluate.grid_faces": INT,
+    "evaluate.threshold": FLOAT,
+    "evaluate.normalisation": STR,
+    "evaluate.flip_test": BOOL,
+    "dataset.scheme": STR,
+    "dataset.image_size": INT,
+    "dataset.crop_scale": FLOAT,
+    "dataset.val_fraction": FLOAT,
+    "dataset.split_seed": INT,
+    "dataset.on_bad_image": STR,
+    "dataset.cache_images": BOOL,
+    "dataset.train.num_faces": INT,
+    "dataset.train.seed": INT,
+    "dataset.test.num_faces": INT,
+    "dataset.test.seed": INT,
+    "head.nodes_per_point": INT,
+    "head.hidden": INT,
+    "head.num_blocks": INT,
+    "head.dynamic": BOOL,
+    "head.softmax_over": STR,
+    "loss.lambda_": FLOAT,
+    **{f"loss.{term}.{name}": FLOAT for term in ("point", "relative") for name in ("w", "w1", "w2", "eps")},
+    "train.epochs": INT,
+    "train.batch_size": INT,
+    "train.num_workers": INT,
+    "train.optimizer.lr": FLOAT,
+    "train.optimizer.weight_decay": FLOAT,
+    "train.optimizer.momentum": FLOAT,
+    "train.scheduler.milestones": KeyType(int, is_list=True),
+    "train.scheduler.gamma": FLOAT,
+    "train.scheduler.step_size": INT,
+    **{f"train.augment.{name}": FLOAT for name in ("rotation", "translation", "scale", "flip", "occlusion_prob",
+                                                    "occlusion_fraction")},
+    "train.balance": BOOL,
+    "train.val_every": INT,
+    "train.max_steps_per_epoch": KeyType(int, optional=True),
+    "train.resume": KeyType(str, optional=True),
+    "train.precision": STR,
+    "train.channels_last": BOOL,
+    "train.compile": BOOL,
+    "train.log_every": INT,
+}
+
+_ABSENT = object()
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the type of every key of :data:`KEY_TYPES` that ``cfg`` has; call it before building anything.
+
+    Raises:
+        ConfigError: one line listing each bad value, e.g.
+            ``bad config value: graph.k=2.5: expected an integer; dataset.image_size=abc: expected an integer``.
+    """
+    problems: List[str] = []
+    for key, key_type in KEY_TYPES.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+        if value is _ABSENT:
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        problem = key_type.problem(value)
+        if problem:
+            problems.append(f"{key}={_shown(value)}: {problem}")
+    if problems:
+        raise ConfigError("bad config value: " + "; ".join(problems))

@@ -18,6 +18,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from pyg_sdfl.config import KEY_TYPES, validate
 from pyg_sdfl.data.dataset import denormalise_image
 from pyg_sdfl.engine.builders import build_datasets, load_splits, resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError, LoadedModel, load_model
@@ -42,16 +43,31 @@ def evaluate_run(cfg: DictConfig, checkpoint: Union[Path, LoadedModel], out_dir:
     ``checkpoint`` is a training checkpoint or exported file (loaded strictly with
     :func:`~pyg_sdfl.engine.checkpoint.load_model`) or an already loaded model. The model, its
     graph and scheme come from the file; the data, precision and metric settings from ``cfg``.
+    ``splits_to_score`` (default: those of ``cfg.evaluate.splits`` the dataset has) names any of
+    ``train`` (the training faces less the validation ones), ``val`` and ``test``; every split is
+    scored on evaluation crops (no augmentation), and only the files those splits need are read
+    (``test`` alone needs no training folder).
     """
+    validate(cfg)
+    names = list(splits_to_score) if splits_to_score else list(cfg.evaluate.splits)
+    problem = KEY_TYPES["evaluate.splits"].problem(names)
+    if problem:
+        raise ValueError(f"splits to score {names}: {problem}")
     device = resolve_device(str(cfg.device))
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, device=device)
     model = loaded.model.to(device)
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed))
+    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed), need_test="test" in names,
+                         need_train=bool({"train", "val"} & set(names)))
     if splits.scheme.name != loaded.scheme.name:
         raise CheckpointError(f"{loaded.path} was trained on scheme {loaded.scheme.name!r}; "
                               f"dataset {cfg.dataset.name!r} uses {splits.scheme.name!r}")
-    datasets = build_datasets(cfg, splits)
-    names = splits_to_score or [s for s in cfg.evaluate.splits if s in datasets]
+    datasets = build_datasets(cfg, splits, augment_train=False)
+    if splits_to_score:
+        missing = [name for name in names if name not in datasets]
+        if missing:
+            raise ValueError(f"dataset {cfg.dataset.name!r} has no {' or '.join(missing)} faces to score")
+    else:
+        names = [name for name in names if name in datasets]
     threshold = float(cfg.evaluate.threshold)
     metrics, curves = {}, {}
     for name in names:

@@ -1,7 +1,8 @@
 """From a resolved config to objects: samples, splits, graph, datasets, model, loss, optimiser.
 
 Every object with a ``_target_`` in the config is built with :func:`hydra.utils.instantiate`,
-so a new head, backbone, loss or dataset reader is one YAML file plus one class.
+so a new head, backbone, loss or dataset reader is one YAML file plus one class;
+:func:`instantiate_node` turns Hydra's wrapped errors back into the reader's or class's own message.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DataSplits",
+    "instantiate_node",
     "load_splits",
     "normalised_shapes",
     "build_graph",
@@ -52,28 +55,48 @@ def _as_config(cfg: Any) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
 
 
-def load_splits(dataset_cfg: Mapping[str, Any], seed: int = 0, need_test: bool = True) -> DataSplits:
+def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)``; errors carry the message of what failed under it.
+
+    Hydra wraps every error of a ``_target_`` in an ``InstantiationException`` of several lines. A
+    ``ValueError``, ``KeyError``, ``OSError`` or ``RuntimeError`` (a reader naming its file, a
+    class rejecting an argument) is raised again as it was; anything else (a ``_target_`` that
+    does not import, a wrong keyword) becomes a one-line ``ValueError`` naming the config ``key``.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, KeyError, OSError, RuntimeError)):
+            raise cause from None
+        reason = " ".join(str(cause if cause is not None else err).split())
+        raise ValueError(f"cannot build {key} ({node.get('_target_')}): {reason}") from cause
+
+
+def load_splits(dataset_cfg: Mapping[str, Any], seed: int = 0, need_test: bool = True,
+                need_train: bool = True) -> DataSplits:
     """Read the dataset named by ``dataset_cfg`` and carve the validation split from train.
 
     The split depends only on ``dataset_cfg.val_fraction`` and ``seed``, so a resumed run and an
-    evaluation see exactly the faces the training run saw.
+    evaluation see exactly the faces the training run saw. ``need_train=False`` reads the test
+    set only (``train`` and ``val`` stay empty): scoring a test set needs no training folder.
     """
     cfg = _as_config(dataset_cfg)
+    if OmegaConf.is_missing(cfg, "root"):
+        raise ValueError(f"dataset {cfg.name!r} needs its folder: set dataset.root=DIR (pyg-sdfl: --root DIR)")
     scheme = get_scheme(cfg.scheme)
-    train_all = list(instantiate(cfg.train))
-    if not train_all:
-        raise ValueError(f"dataset {cfg.name!r}: the training set is empty (check dataset.root)")
-    _check_scheme(train_all, scheme, f"dataset {cfg.name!r} (train)")
-    train_idx, val_idx = train_val_split(len(train_all), float(cfg.val_fraction), seed)
-    test = list(instantiate(cfg.test)) if need_test and cfg.get("test") is not None else []
+    train, val = [], []
+    if need_train:
+        train_all = list(instantiate_node(cfg.train, "dataset.train"))
+        if not train_all:
+            raise ValueError(f"dataset {cfg.name!r}: the training set is empty (check dataset.root)")
+        _check_scheme(train_all, scheme, f"dataset {cfg.name!r} (train)")
+        train_idx, val_idx = train_val_split(len(train_all), float(cfg.val_fraction), seed)
+        train, val = [train_all[i] for i in train_idx], [train_all[i] for i in val_idx]
+    test = list(instantiate_node(cfg.test, "dataset.test")) if need_test and cfg.get("test") is not None else []
     if test:
         _check_scheme(test, scheme, f"dataset {cfg.name!r} (test)")
-    return DataSplits(
-        scheme=scheme,
-        train=[train_all[i] for i in train_idx],
-        val=[train_all[i] for i in val_idx],
-        test=test,
-    )
+    return DataSplits(scheme=scheme, train=train, val=val, test=test)
 
 
 def _check_scheme(samples: Sequence[FaceSample], scheme: LandmarkScheme, where: str) -> None:
@@ -126,8 +149,12 @@ def augment_config(augment_cfg: Optional[Mapping[str, Any]], image_size: int) ->
     return AugmentConfig(**values)
 
 
-def build_datasets(cfg: DictConfig, splits: DataSplits) -> Dict[str, LandmarkDataset]:
-    """Torch datasets for train (augmented), val and test (crop only)."""
+def build_datasets(cfg: DictConfig, splits: DataSplits, augment_train: bool = True) -> Dict[str, LandmarkDataset]:
+    """Torch datasets for train (augmented, unless ``augment_train=False``), val and test (crop only).
+
+    Splits without faces get no dataset; evaluation passes ``augment_train=False`` so that the
+    training faces are scored on the same crops as val and test.
+    """
     common = dict(
         scheme=splits.scheme,
         image_size=int(cfg.dataset.image_size),
@@ -135,8 +162,10 @@ def build_datasets(cfg: DictConfig, splits: DataSplits) -> Dict[str, LandmarkDat
         on_bad_image=str(cfg.dataset.on_bad_image),
         cache_images=bool(cfg.dataset.cache_images),
     )
-    out = {"train": LandmarkDataset(splits.train, augment=augment_config(cfg.train.augment, common["image_size"]),
-                                    seed=int(cfg.seed), **common)}
+    out = {}
+    if splits.train:
+        augment = augment_config(cfg.train.augment, common["image_size"]) if augment_train else None
+        out["train"] = LandmarkDataset(splits.train, augment=augment, seed=int(cfg.seed), **common)
     if splits.val:
         out["val"] = LandmarkDataset(splits.val, augment=None, **common)
     if splits.test:
@@ -148,11 +177,11 @@ def build_model(cfg: Mapping[str, Any], graph: LandmarkGraph, num_points: int) -
     """Backbone from ``cfg.backbone``, head from ``cfg.head`` (partial), wired to the graph."""
     cfg = _as_config(cfg)
     image_size = int(cfg.dataset.image_size)
-    backbone = instantiate(cfg.backbone)
+    backbone = instantiate_node(cfg.backbone, "backbone")
     if image_size % backbone.reduction:
         raise ValueError(f"dataset.image_size={image_size} is not a multiple of the backbone stride {backbone.reduction}")
     side = image_size // backbone.reduction
-    head = instantiate(cfg.head)(
+    head = instantiate_node(cfg.head, "head")(
         in_channels=backbone.out_channels,
         feature_size=(side, side),
         num_points=num_points,
@@ -167,8 +196,8 @@ def build_loss(loss_cfg: Mapping[str, Any], graph: LandmarkGraph) -> SDFLLoss:
     lam = float(cfg.lambda_)
     relative = None
     if lam > 0:
-        relative = RelativeLocationLoss(graph.edge_index, graph.num_nodes, base=instantiate(cfg.relative))
-    return SDFLLoss(instantiate(cfg.point), relative, lambda_=lam)
+        relative = RelativeLocationLoss(graph.edge_index, graph.num_nodes, base=instantiate_node(cfg.relative, "loss.relative"))
+    return SDFLLoss(instantiate_node(cfg.point, "loss.point"), relative, lambda_=lam)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -119,6 +119,8 @@ def load_dataset(name: str, root: PathLike, split: str, **kw) -> List[FaceSample
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}") from None
     if root is None or str(root) in ("", "???"):
         raise ValueError(f"dataset {name!r}: no root folder given (set dataset.root)")
+    if not Path(root).is_dir():
+        raise ValueError(f"dataset {name!r}: root folder {root} not found (check dataset.root / --root)")
     samples = loader(root, split, **kw)
     if not samples:
         raise ValueError(f"dataset {name!r} split {split!r} under {root} is empty")
