@@ -154,6 +154,7 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.channels_last": BOOL,
     "train.compile": BOOL,
     "train.log_every": INT,
+    "train.max_val_nme": FLOAT,
 }
 
 _ABSENT = object()

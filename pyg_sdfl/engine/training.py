@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from pyg_sdfl.config import validate
 from pyg_sdfl.data.balance import pose_balanced_weights
 from pyg_sdfl.engine.builders import (
     build_datasets,
@@ -131,8 +132,10 @@ def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional
 def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     """Train the configured model; returns the best-on-validation summary.
 
-    Writes ``last.ckpt``, ``best.ckpt`` and ``graph.pt`` into ``run_dir``.
+    Writes ``last.ckpt``, ``best.ckpt`` and ``graph.pt`` into ``run_dir``. The config is checked
+    first (:func:`pyg_sdfl.config.validate`): a value of the wrong type stops before anything is built.
     """
+    validate(cfg)
     epochs = int(cfg.train.epochs)
     if epochs < 1:
         raise ValueError(f"train.epochs={cfg.train.epochs}: a run needs at least one epoch; "

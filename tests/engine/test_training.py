@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyg_sdfl.config import compose
+from pyg_sdfl.config import ConfigError, compose
 from pyg_sdfl.engine.builders import build_datasets, build_graph, build_model, load_splits
 from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyg_sdfl.engine.evaluation import evaluate
@@ -146,3 +146,11 @@ def test_resume_refuses_a_best_ckpt_that_is_not_the_recorded_best(tmp_path):
     with pytest.raises(CheckpointError, match=r"records best epoch 1 \(val NME 50%\) but .*best.ckpt holds epoch "
                                               r"[12] \(val NME .*%\) and no checkpoint with those weights is left"):
         train(tiny_cfg("train.epochs=3", "train.max_steps_per_epoch=1", "train.resume=last"), tmp_path)
+
+
+@pytest.mark.parametrize("override", ["graph.k=2.5", "dataset.image_size=64.9", "dataset.image_size=abc"])
+def test_a_value_of_the_wrong_type_stops_before_anything_is_built(tmp_path, override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=f"{key}={value}: expected an integer"):
+        train(compose(["dataset.train.num_faces=32", override]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
