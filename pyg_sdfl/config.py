@@ -155,6 +155,7 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.compile": BOOL,
     "train.log_every": INT,
     "train.max_val_nme": FLOAT,
+    "train.eval_untrained": BOOL,
 }
 
 _ABSENT = object()

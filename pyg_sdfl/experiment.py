@@ -23,7 +23,8 @@ from pyg_sdfl.data.dataset import denormalise_image
 from pyg_sdfl.engine.builders import build_datasets, load_splits, resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError, LoadedModel, load_model
 from pyg_sdfl.engine.evaluation import evaluate
-from pyg_sdfl.engine.reporting import metrics_table, plot_ced, plot_prediction_grid, run_metadata, write_results
+from pyg_sdfl.engine.reporting import (metrics_table, plot_ced, plot_learning_curve, plot_prediction_grid, run_metadata,
+                                      write_results)
 from pyg_sdfl.engine.run_lock import RunFolderLocked, RunLock
 from pyg_sdfl.engine.training import TrainingDiverged, train
 
@@ -118,6 +119,8 @@ def _run(cfg: DictConfig, run_dir: Path, choices: Optional[Dict[str, Any]]) -> D
         "metrics": evaluation["metrics"],
         "best_epoch": result.best_epoch,
         "best_val_nme": result.best_val_nme,
+        "untrained_val_nme": result.untrained_val_nme,
+        "precision": result.precision,
         "history": result.history,
         "dataset": cfg.dataset.name,
         "normalisation": str(cfg.evaluate.normalisation),
@@ -129,8 +132,14 @@ def _run(cfg: DictConfig, run_dir: Path, choices: Optional[Dict[str, Any]]) -> D
                              str(resolve_device(str(cfg.device)))),
     }
     paths = write_results(run_dir, payload, threshold=float(cfg.evaluate.threshold))
+    plot_learning_curve(result.history, run_dir / "learning_curve.png", result.untrained_val_nme, result.best_epoch)
     print(metrics_table(evaluation["metrics"], float(cfg.evaluate.threshold)))
-    print(f"results: {paths['json']}  table: {paths['markdown']}  plots: {run_dir / 'ced.png'}")
+    if result.untrained_val_nme is not None:
+        print(f"validation NME: untrained {100 * result.untrained_val_nme:.2f}% -> trained {100 * result.best_val_nme:.2f}% "
+              f"(epoch {result.best_epoch} of {result.epochs_run}, {result.precision}, {payload['meta']['wall_time_s']:.0f} s)")
+    plots = ", ".join(str(run_dir / name) for name in ("learning_curve.png", "ced.png", "predictions_test.png")
+                      if (run_dir / name).exists())
+    print(f"results: {paths['json']}  table: {paths['markdown']}  plots: {plots}")
     return payload
 
 

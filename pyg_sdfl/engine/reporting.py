@@ -84,6 +84,46 @@ def plot_ced(curves: Mapping[str, np.ndarray], path: Path, threshold: float = 0.
     return Path(path)
 
 
+def plot_learning_curve(history: Sequence[Mapping[str, float]], path: Path,
+                        untrained_val_nme: Optional[float] = None, best_epoch: Optional[int] = None) -> Path:
+    """Validation NME (%) per epoch, from the untrained model (epoch 0) on, and the mean training
+    loss on a second axis; the best epoch is marked. ``history`` holds the training's per-epoch
+    records (``epoch``, ``loss``, ``val_nme`` where validated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    validated = [(int(r["epoch"]), 100 * float(r["val_nme"])) for r in history if "val_nme" in r]
+    if untrained_val_nme is not None:
+        validated.insert(0, (0, 100 * float(untrained_val_nme)))
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+    if validated:
+        epochs, nme = zip(*validated)
+        ax.plot(epochs, nme, "o-", color="tab:blue", label="validation NME")
+        if untrained_val_nme is not None:
+            ax.annotate(f"untrained {nme[0]:.1f}%", (0, nme[0]), textcoords="offset points", xytext=(6, -4), fontsize=8)
+    if best_epoch is not None and any(e == best_epoch for e, _ in validated):
+        best = dict(validated)[best_epoch]
+        ax.plot([best_epoch], [best], "*", color="tab:red", markersize=12, label=f"best: epoch {best_epoch}, {best:.2f}%")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NME (%)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    losses = [(int(r["epoch"]), float(r["loss"])) for r in history if "loss" in r]
+    if losses:
+        twin = ax.twinx()
+        twin.plot(*zip(*losses), "s--", color="tab:gray", alpha=0.6, markersize=3, label="training loss")
+        twin.set_ylabel("training loss")
+        lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        ax.legend(lines, [line.get_label() for line in lines], loc="upper right", fontsize=8)
+    ax.set_title("Learning curve")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_prediction_grid(images: Sequence[np.ndarray], preds: np.ndarray, targets: np.ndarray, errors: np.ndarray,
                          path: Path, columns: int = 4) -> Path:
     """Crops with ground truth (green) and prediction (red), per-face NME in the title."""

@@ -56,7 +56,7 @@ from pyg_sdfl.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from pyg_sdfl.engine.evaluation import evaluate, precision_autocast
+from pyg_sdfl.engine.evaluation import cpu_bf16_flags, evaluate, precision_autocast, resolve_precision
 from pyg_sdfl.graph import LandmarkGraph
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ class TrainResult:
     wall_time_s: float
     history: List[Dict[str, float]] = field(default_factory=list)
     wall_time_before_s: float = 0.0
+    untrained_val_nme: Optional[float] = None  # the validation NME before the first step (train.eval_untrained)
+    precision: str = "fp32"  # the precision the run used (train.precision with "auto" resolved)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,7 +163,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     scheduler = instantiate(cfg.train.scheduler)(optimizer=optimizer)
     weights = pose_balanced_weights(normalised_shapes(splits.train)) if cfg.train.balance else None
 
-    state = {"epoch": 0, "best_epoch": -1, "best_val_nme": math.inf, "history": []}
+    state = {"epoch": 0, "best_epoch": -1, "best_val_nme": math.inf, "history": [], "untrained_val_nme": None}
     before = 0.0  # training time of the earlier parts of a resumed run
     resume = cfg.train.resume
     if resume:
@@ -178,12 +180,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         restore_rng_state(ckpt["rng"])
         _ensure_best_checkpoint(ckpt, path, run_dir)
         state.update(epoch=ckpt["epoch"], best_epoch=ckpt["best"]["epoch"], best_val_nme=ckpt["best"]["val_nme"],
-                     history=list(ckpt.get("history", [])))
+                     history=list(ckpt.get("history", [])), untrained_val_nme=ckpt.get("untrained_val_nme"))
         before = float((ckpt.get("meta") or {}).get("wall_time_s", 0.0))
         log.info("resumed from %s at epoch %d (%.1f s of training before)", path, state["epoch"], before)
 
     step_fn = torch.compile(model) if cfg.train.compile else model
-    precision = str(cfg.train.precision)
+    precision = resolve_precision(str(cfg.train.precision), device)
+    if str(cfg.train.precision) == "auto":
+        log.info("precision: auto -> %s (%s)", precision,
+                 f"device {device}" if device.type != "cpu" else f"CPU bf16 features: {cpu_bf16_flags() or 'none'}")
+    if not resume and cfg.train.eval_untrained:
+        state["untrained_val_nme"] = _untrained_val_nme(model, datasets["val"], splits.scheme, cfg, device, precision)
+        log.info("epoch 0 (untrained): val NME %.4f%%", 100 * state["untrained_val_nme"])
     max_val_nme = float(cfg.train.max_val_nme)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     for epoch in range(state["epoch"], epochs):
@@ -221,6 +229,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
             "scheme": splits.scheme.name,
             "config": config_dict,
             "history": state["history"],
+            "untrained_val_nme": state["untrained_val_nme"],
             "meta": {"wall_time_s": before + time.perf_counter() - start, "device": str(device)},
         }
         save_checkpoint(checkpoint, run_dir / "last.ckpt")
@@ -229,7 +238,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 
     return TrainResult(run_dir=run_dir, best_epoch=state["best_epoch"], best_val_nme=state["best_val_nme"],
                        epochs_run=len(state["history"]), wall_time_s=before + time.perf_counter() - start,
-                       history=state["history"], wall_time_before_s=before)
+                       history=state["history"], wall_time_before_s=before,
+                       untrained_val_nme=state["untrained_val_nme"], precision=precision)
+
+
+def _untrained_val_nme(model: nn.Module, dataset: Any, scheme: Any, cfg: DictConfig, device: torch.device,
+                       precision: str) -> float:
+    """Validation NME of the freshly initialised model: the baseline the first run compares against.
+    The RNG state is put back afterwards, so the run trains exactly as it would without this."""
+    rng = capture_rng_state()
+    try:
+        summary = evaluate(model, dataset, scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
+                           threshold=float(cfg.evaluate.threshold), normalisation=str(cfg.evaluate.normalisation),
+                           precision=precision)["summary"]["all"]
+    finally:
+        restore_rng_state(rng)
+    return float(summary["nme"])
 
 
 def _diverged(epoch: int, cause: str, cfg: DictConfig, lr: float) -> TrainingDiverged:

@@ -12,7 +12,7 @@ from torch import nn
 
 from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.data.synthetic import SyntheticFaces
-from pyg_sdfl.engine.evaluation import evaluate, precision_autocast, predict
+from pyg_sdfl.engine.evaluation import cpu_bf16_flags, evaluate, precision_autocast, predict, resolve_precision
 from pyg_sdfl.geometry import crop_to_image
 from pyg_sdfl.metrics import nme
 from pyg_sdfl.schemes import get_scheme
@@ -78,5 +78,16 @@ def test_precision_autocast_accepts_only_known_precisions():
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
     with precision_autocast(torch.device("cpu"), "fp32"):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
-    with pytest.raises(ValueError, match="'fp32' or 'bf16'"):
+    with pytest.raises(ValueError, match=r"one of \['fp32', 'bf16', 'auto'\]"):
         precision_autocast(torch.device("cpu"), "fp16")
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(tmp_path):
+    amd, old = tmp_path / "amd", tmp_path / "old"
+    amd.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert cpu_bf16_flags(amd) == ["avx512_bf16"] and cpu_bf16_flags(old) == []
+    assert cpu_bf16_flags(tmp_path / "absent") == []
+    expected = "bf16" if cpu_bf16_flags() else "fp32"
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
