@@ -128,6 +128,8 @@ KEY_TYPES: Dict[str, KeyType] = {
     "dataset.train.seed": INT,
     "dataset.test.num_faces": INT,
     "dataset.test.seed": INT,
+    "dataset.train.image_size": INT,
+    "dataset.test.image_size": INT,
     "head.nodes_per_point": INT,
     "head.hidden": INT,
     "head.num_blocks": INT,

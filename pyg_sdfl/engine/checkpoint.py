@@ -144,12 +144,14 @@ def complete_config(stored: Mapping[str, Any]) -> DictConfig:
     (``dataset.{name, scheme, image_size, crop_scale}``, ``backbone``, ``head``, ``graph``). Both
     come back as a complete config, so every reader finds every declared key (``evaluate.*``,
     ``train.precision``, ``dataset.split_seed``, ...), also for files written before a key was
-    declared. ``backbone`` and ``head`` are taken whole (a stored FC head must not gain the SDFL
+    declared; a missing ``train`` section comes from ``train=quick`` (fp32). ``backbone`` and
+    ``head`` are taken whole (a stored FC head must not gain the SDFL
     head's options); every other section is merged key by key, the file winning.
     """
     stored = OmegaConf.to_container(OmegaConf.create(dict(stored)), resolve=False)
     name = str((stored.get("dataset") or {}).get("name", ""))
     overrides = [f"dataset={name}"] if (CONFIG_DIR / "dataset" / f"{name}.yaml").is_file() else []
+    overrides.append("train=quick")  # fp32 evaluation unless the file says otherwise (not the first run's "auto")
     base = OmegaConf.create(OmegaConf.to_container(compose(overrides), resolve=False))
     for key in MODEL_SECTIONS:
         if key in stored and key in base:

@@ -93,6 +93,7 @@ def plot_learning_curve(history: Sequence[Mapping[str, float]], path: Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     validated = [(int(r["epoch"]), 100 * float(r["val_nme"])) for r in history if "val_nme" in r]
     if untrained_val_nme is not None:
@@ -109,6 +110,8 @@ def plot_learning_curve(history: Sequence[Mapping[str, float]], path: Path,
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NME (%)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.grid(alpha=0.3, which="both")
     losses = [(int(r["epoch"]), float(r["loss"])) for r in history if "loss" in r]
     if losses:

@@ -17,6 +17,7 @@ from pyg_sdfl.engine.evaluation import evaluate
 from pyg_sdfl.engine.training import TrainingDiverged, train
 
 TINY = [
+    "train=quick",  # the schedule these tests were written against (fp32), not the first run's
     "dataset.image_size=64",
     "dataset.train.num_faces=192",
     "dataset.test.num_faces=32",
@@ -154,3 +155,26 @@ def test_a_value_of_the_wrong_type_stops_before_anything_is_built(tmp_path, over
     with pytest.raises(ConfigError, match=f"{key}={value}: expected an integer"):
         train(compose(["dataset.train.num_faces=32", override]), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_untrained_baseline_is_recorded_and_leaves_the_run_unchanged(tmp_path):
+    """train.eval_untrained scores the fresh model on val first; the RNG is put back, so the run's
+    weights are exactly those of a run without the baseline."""
+    base = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.precision=fp32"]
+    with_baseline = train(tiny_cfg(*base, "train.eval_untrained=true"), tmp_path / "a")
+    without = train(tiny_cfg(*base, "train.eval_untrained=false"), tmp_path / "b")
+    assert without.untrained_val_nme is None
+    assert np.isfinite(with_baseline.untrained_val_nme) and with_baseline.untrained_val_nme > 0
+    assert load_checkpoint(tmp_path / "a" / "last.ckpt")["untrained_val_nme"] == with_baseline.untrained_val_nme
+    a = load_checkpoint(tmp_path / "a" / "last.ckpt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "last.ckpt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert with_baseline.best_val_nme == without.best_val_nme
+
+
+def test_learning_curve_plot(tmp_path):
+    from pyg_sdfl.engine.reporting import plot_learning_curve
+
+    history = [{"epoch": 1, "loss": 3.0, "val_nme": 0.2}, {"epoch": 2, "loss": 2.0}, {"epoch": 3, "loss": 1.0, "val_nme": 0.1}]
+    path = plot_learning_curve(history, tmp_path / "curve.png", untrained_val_nme=0.5, best_epoch=3)
+    assert path.stat().st_size > 5000
