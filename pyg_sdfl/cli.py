@@ -7,8 +7,9 @@
     pyg-sdfl export --checkpoint RUN/best.ckpt [--out FILE]         the compact fp16 weights file
     pyg-sdfl fit-box-mapping --root DIR                              Haar box -> landmark square
 
-Errors print one line on stderr and exit with code 2; ``predict`` exits with 1 when an image
-has no face.
+Errors print one line on stderr and exit with code 2. ``predict`` processes every image even when
+some fail (one stderr line and an ``{"image", "error"}`` JSON record each, exit 2 at the end) and
+exits with 1 when the only problem is an image without a face.
 """
 from __future__ import annotations
 
@@ -254,7 +255,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="landmark: --box is tight around the face's landmarks (jaw to brows; default); "
                          "detector: a face-detector box, mapped like a Haar detection")
     pr.add_argument("--out", default=None, help="write an annotated PNG (for several images: OUT_<index>.png)")
-    pr.add_argument("--json", action="store_true", help='print [{"image", "faces": [{"box", "score", "landmarks"}]}]')
+    pr.add_argument("--json", action="store_true", help='print [{"image", "faces": [{"box", "score", "landmarks"}]}]; an image that failed is '
+                         '{"image", "error"}')
     pr.add_argument("--checkpoint", default=None, help="a training checkpoint (best.ckpt) instead of the shipped model")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--flip-test", action="store_true",
