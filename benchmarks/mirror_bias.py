@@ -68,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     loaded = load_model(args.checkpoint)
     cfg, model = loaded.config, loaded.model
     cfg.dataset.root = args.root
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed))
+    splits = load_splits(cfg.dataset)
     datasets = build_datasets(cfg, splits)
     precision = str(cfg.train.precision)
     scheme = splits.scheme.name

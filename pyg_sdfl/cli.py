@@ -68,7 +68,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
     cfg = compose(_dataset_overrides(args) + [f"graph.k={args.k}", f"graph.mode={args.mode}"])
     validate(cfg)
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed), need_test=False)
+    splits = load_splits(cfg.dataset, need_test=False)
     graph = build_graph(cfg.graph, splits, crop_scale=float(cfg.dataset.crop_scale))
     out = Path(args.out or f"graph_{args.dataset}_k{args.k}_{args.mode}.pt")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,7 @@ def evaluate_run(cfg: DictConfig, checkpoint: Union[Path, LoadedModel], out_dir:
     device = resolve_device(str(cfg.device))
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, device=device)
     model = loaded.model.to(device)
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed), need_test="test" in names,
+    splits = load_splits(cfg.dataset, need_test="test" in names,
                          need_train=bool({"train", "val"} & set(names)))
     if splits.scheme.name != loaded.scheme.name:
         raise CheckpointError(f"{loaded.path} was trained on scheme {loaded.scheme.name!r}; "

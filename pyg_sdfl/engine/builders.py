@@ -73,15 +73,17 @@ def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
         raise ValueError(f"cannot build {key} ({node.get('_target_')}): {reason}") from cause
 
 
-def load_splits(dataset_cfg: Mapping[str, Any], seed: int = 0, need_test: bool = True,
+def load_splits(dataset_cfg: Mapping[str, Any], seed: Optional[int] = None, need_test: bool = True,
                 need_train: bool = True) -> DataSplits:
     """Read the dataset named by ``dataset_cfg`` and carve the validation split from train.
 
-    The split depends only on ``dataset_cfg.val_fraction`` and ``seed``, so a resumed run and an
+    The split depends only on ``dataset_cfg.val_fraction`` and ``seed`` (default: the config's
+    ``split_seed``), so a resumed run and an
     evaluation see exactly the faces the training run saw. ``need_train=False`` reads the test
     set only (``train`` and ``val`` stay empty): scoring a test set needs no training folder.
     """
     cfg = _as_config(dataset_cfg)
+    seed = int(cfg.split_seed) if seed is None else int(seed)
     if OmegaConf.is_missing(cfg, "root"):
         raise ValueError(f"dataset {cfg.name!r} needs its folder: set dataset.root=DIR (pyg-sdfl: --root DIR)")
     scheme = get_scheme(cfg.scheme)

@@ -51,6 +51,7 @@ def predict(
     mirror image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`, twice the cost).
     """
     device = torch.device(device)
+    precision = resolve_precision(precision, device)  # once: "auto" reads the CPU's flags
     was_training = model.training
     model.eval()
     net = FlipAverage(model, flip_permutation).to(device) if flip_permutation is not None else model

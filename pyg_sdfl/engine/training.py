@@ -148,7 +148,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
 
-    splits = load_splits(cfg.dataset, seed=int(cfg.dataset.split_seed))
+    splits = load_splits(cfg.dataset)
     if not splits.val:
         raise ValueError("the validation split is empty: raise dataset.val_fraction (model selection needs it)")
     log.info("data: %d train, %d val, %d test faces (%s)", len(splits.train), len(splits.val), len(splits.test), cfg.dataset.name)
@@ -190,7 +190,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         log.info("precision: auto -> %s (%s)", precision,
                  f"device {device}" if device.type != "cpu" else f"CPU bf16 features: {cpu_bf16_flags() or 'none'}")
     if not resume and cfg.train.eval_untrained:
-        state["untrained_val_nme"] = _untrained_val_nme(model, datasets["val"], splits.scheme, cfg, device, precision)
+        rng = capture_rng_state()  # put back afterwards: the run trains exactly as it would without this
+        state["untrained_val_nme"] = float(_validate(model, datasets["val"], splits.scheme, cfg, device, precision)["nme"])
+        restore_rng_state(rng)
         log.info("epoch 0 (untrained): val NME %.4f%%", 100 * state["untrained_val_nme"])
     max_val_nme = float(cfg.train.max_val_nme)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
@@ -203,9 +205,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         if (epoch + 1) % int(cfg.train.val_every) == 0 or epoch + 1 == epochs:
             nonfinite = _diverged(epoch + 1, "validation predictions are NaN or infinite", cfg, stats["lr"])
             with _finite_outputs(model, nonfinite):
-                val = evaluate(model, datasets["val"], splits.scheme, batch_size=int(cfg.evaluate.batch_size),
-                               device=device, threshold=float(cfg.evaluate.threshold),
-                               normalisation=str(cfg.evaluate.normalisation), precision=precision)["summary"]["all"]
+                val = _validate(model, datasets["val"], splits.scheme, cfg, device, precision)
             if not val["nme"] <= max_val_nme:
                 raise _diverged(epoch + 1, f"validation NME {100 * val['nme']:.4g}% is above train.max_val_nme="
                                           f"{cfg.train.max_val_nme} ({100 * max_val_nme:g}%)", cfg, stats["lr"])
@@ -242,18 +242,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
                        untrained_val_nme=state["untrained_val_nme"], precision=precision)
 
 
-def _untrained_val_nme(model: nn.Module, dataset: Any, scheme: Any, cfg: DictConfig, device: torch.device,
-                       precision: str) -> float:
-    """Validation NME of the freshly initialised model: the baseline the first run compares against.
-    The RNG state is put back afterwards, so the run trains exactly as it would without this."""
-    rng = capture_rng_state()
-    try:
-        summary = evaluate(model, dataset, scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
-                           threshold=float(cfg.evaluate.threshold), normalisation=str(cfg.evaluate.normalisation),
-                           precision=precision)["summary"]["all"]
-    finally:
-        restore_rng_state(rng)
-    return float(summary["nme"])
+def _validate(model: nn.Module, dataset: Any, scheme: Any, cfg: DictConfig, device: torch.device,
+              precision: str) -> Dict[str, float]:
+    """NME, FR and AUC of ``model`` on the validation set, with the run's evaluation settings."""
+    return evaluate(model, dataset, scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
+                    threshold=float(cfg.evaluate.threshold), normalisation=str(cfg.evaluate.normalisation),
+                    precision=precision)["summary"]["all"]
 
 
 def _diverged(epoch: int, cause: str, cfg: DictConfig, lr: float) -> TrainingDiverged:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pyg_sdfl.data.transforms import normalise_image
-from pyg_sdfl.engine.evaluation import precision_autocast  # fp32 | bf16, exactly as the engine evaluates
+from pyg_sdfl.engine.evaluation import precision_autocast, resolve_precision  # exactly as the engine evaluates
 from pyg_sdfl.geometry import box_pixels, landmark_box, pixel_index
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import normalisation_distance
@@ -336,7 +336,7 @@ def evaluate_occlusion(
     if n == 0:
         raise ValueError("the dataset is empty")
     device = torch.device(device)
-    precision_autocast(device, precision)  # rejects an unknown precision before any work
+    precision = resolve_precision(precision, device)  # rejects an unknown one before any work; "auto" once
     conditions = [(k, f) for k in kinds for f in fractions]
     preds = {c: np.zeros((n, scheme.num_points, 2)) for c in conditions}
     occluded = {c: np.zeros((n, scheme.num_points), dtype=bool) for c in conditions}
