@@ -222,9 +222,12 @@ def _read_bytes(path: Union[str, Path]) -> Tuple[Path, bytes]:
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")
     try:
-        return path, path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise ImageLoadError(f"cannot read image file {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageLoadError(f"image file is empty (0 bytes): {path}")
+    return path, data
 
 
 def read_image(path: Union[str, Path], apply_orientation: bool = False,

@@ -224,3 +224,12 @@ def test_huge_images_policy(tmp_path):
     assert MAX_IMAGE_PIXELS == 2**28
     with pytest.raises(ImageLoadError, match="no pixels"):
         check_image_size(0, 10, "empty.png")
+
+
+def test_an_empty_file_is_an_error_naming_it(tmp_path):
+    """0 bytes reached OpenCV's imdecode, whose assertion escaped as a cv2.error traceback."""
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    for read in (read_image, probe_image):
+        with pytest.raises(ImageLoadError, match=r"empty \(0 bytes\): .*empty\.jpg"):
+            read(empty)
