@@ -159,7 +159,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     printed. Exit code: 2 if any image failed, else 1 if any image had no face, else 0."""
     import numpy as np
 
-    from pyg_sdfl.data.sample import ImageLoadError, probe_image
+    from pyg_sdfl.data.sample import ImageLoadError
     from pyg_sdfl.inference import Landmarker
 
     boxes = None
@@ -172,24 +172,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out is not None and out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"--out {out}: use a .png (or .jpg) file name")
     results = [{"image": str(image)} for image in args.images]
-    for record, image in zip(results, args.images):  # cheap checks (no decoding) before the model is loaded
-        try:
-            probe_image(image)
-        except ImageLoadError as exc:
-            _predict_failed(record, str(exc))
-    if not all("error" in r for r in results):
-        if args.checkpoint:
-            landmarker = Landmarker.from_checkpoint(args.checkpoint, device=args.device, flip_test=args.flip_test)
-        else:
-            landmarker = Landmarker.from_pretrained("300w", device=args.device, flip_test=args.flip_test)
+    landmarker = None  # loaded with the first readable image: no model load when none is
     without = []
     for index, (record, image_path) in enumerate(zip(results, args.images)):
-        if "error" in record:
-            continue
         try:
-            image = landmarker.load_image(image_path)  # ImageLoadError names the file
+            image = Landmarker.load_image(image_path)  # ImageLoadError names the file
+        except ImageLoadError as exc:
+            _predict_failed(record, str(exc))
+            continue
+        if landmarker is None:  # a model that cannot be loaded is an error of the whole command
+            landmarker = (Landmarker.from_checkpoint(args.checkpoint, device=args.device, flip_test=args.flip_test)
+                          if args.checkpoint else
+                          Landmarker.from_pretrained("300w", device=args.device, flip_test=args.flip_test))
+        try:
             faces = landmarker.predict(image, boxes=boxes, box_type=args.box_type)
-        except (ImageLoadError, ValueError) as exc:  # unreadable, or a --box outside this image
+        except ValueError as exc:  # a --box outside this image
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             _predict_failed(record, message)
             continue

@@ -370,3 +370,11 @@ def test_shipped_weights_on_real_test_faces(w300_root):
     assert errors.mean() < 0.15, errors
     assert len(detected_err) >= 4, f"the detector found only {len(detected_err)} of {len(samples)} faces"
     assert np.median(detected_err) < 0.15, detected_err
+
+
+def test_cli_predict_an_empty_file_is_one_line_and_loads_no_model(tmp_path, capsys):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert main(["predict", str(empty), "--checkpoint", str(tmp_path / "absent.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "empty (0 bytes)" in err  # the missing checkpoint is never opened
