@@ -46,6 +46,15 @@ Matching detections to a face
     face box (edges included) and its IoU with the face box is at least ``min_iou``; among those,
     the highest IoU wins (the first on ties).
 
+Oriented squares (in-plane rotation)
+    A face turned in the image plane by ``roll`` degrees (the angle of the line from the image-left
+    to the image-right outer eye corner, :func:`line_angle`, ``atan2(dy, dx)`` with ``y`` down: a
+    positive roll turns the face clockwise on screen) has an **oriented landmark square**
+    ``(cx, cy, side)`` at that angle (:func:`oriented_landmark_square`): rotate the points by
+    ``-roll`` (:func:`rotate_points`), take their landmark square there, and turn its centre back.
+    ``roll = 0`` is the landmark square. ``crop_matrix(c, crop_scale * side, S, rotation_deg=roll)``
+    crops it upright.
+
 Nothing here imports another module of the package.
 """
 from __future__ import annotations
@@ -72,6 +81,11 @@ __all__ = [
     "pixel_index",
     "box_pixels",
     "points_in_pixel_box",
+    "line_angle",
+    "rotate_points",
+    "oriented_landmark_square",
+    "fit_similarity",
+    "oriented_square_corners",
 ]
 
 Square = Tuple[float, float, float]
@@ -328,3 +342,82 @@ def points_in_pixel_box(points: Any, pixel_box: Sequence[int]) -> np.ndarray:
     c0, r0, c1, r1 = (int(v) for v in pixel_box)
     col, row = pixel_index(pts).T
     return (col >= c0) & (col < c1) & (row >= r0) & (row < r1)
+
+
+# ----------------------------------------------------------------------------- rotation
+def line_angle(start: Any, end: Any) -> np.ndarray:
+    """Angle in degrees of the line ``start -> end`` (points ``(..., 2)``): ``atan2(dy, dx)``, image
+    axes (``y`` down, so a positive angle is clockwise on screen); shape ``(...)``."""
+    a = np.asarray(start, dtype=np.float64)
+    b = np.asarray(end, dtype=np.float64)
+    d = b - a
+    return np.degrees(np.arctan2(d[..., 1], d[..., 0]))
+
+
+def rotate_points(points: Any, angle_deg: Any) -> np.ndarray:
+    """Turn points ``(..., N, 2)`` about the origin by ``angle_deg`` (scalar or ``(...)``, image axes):
+    ``p' = R p`` with ``R = [[cos a, -sin a], [sin a, cos a]]`` (the direction ``(1, 0)`` goes to the
+    direction of :func:`line_angle` ``a``)."""
+    pts = np.asarray(points, dtype=np.float64)
+    a = np.radians(np.asarray(angle_deg, dtype=np.float64))
+    a = a.reshape(a.shape + (1,) * max(0, pts.ndim - 1 - a.ndim))  # one angle per point set
+    c, s = np.cos(a), np.sin(a)
+    x, y = pts[..., 0], pts[..., 1]
+    return np.stack([c * x - s * y, s * x + c * y], axis=-1)
+
+
+def oriented_landmark_square(landmarks: Any, angle_deg: Any = 0.0) -> np.ndarray:
+    """Landmark squares of faces ``(N, 2)`` or ``(B, N, 2)`` in frames turned by ``angle_deg``
+    (scalar or ``(B,)``): ``(3,)`` or ``(B, 3)`` as ``cx, cy, side``.
+
+    ``u = R(-a) p``; the tight box of ``u`` gives the centre ``c_u`` and the longer side; the
+    centre returned is ``R(a) c_u``. With ``angle_deg = 0`` this is :func:`landmark_square`.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    single = pts.ndim == 2
+    pts = pts[None] if single else pts
+    angle = np.broadcast_to(np.asarray(angle_deg, dtype=np.float64), pts.shape[:1])
+    box = landmark_box(rotate_points(pts, -angle))
+    centre_u = (box[:, :2] + box[:, 2:]) / 2.0
+    side = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    centre = rotate_points(centre_u[:, None, :], angle)[:, 0]
+    out = np.concatenate([centre, side[:, None]], axis=1)
+    return out[0] if single else out
+
+
+def oriented_square_corners(squares: Any, angle_deg: Any) -> np.ndarray:
+    """Corners ``(M, 4, 2)`` of squares ``(M, 3)`` (``cx, cy, side``) turned by ``angle_deg``
+    (``(M,)`` or scalar), in the order top-left, top-right, bottom-right, bottom-left of the
+    upright face."""
+    sq = np.asarray(squares, dtype=np.float64).reshape(-1, 3)
+    h = sq[:, 2:3, None] / 2.0
+    unit = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])[None]
+    angle = np.broadcast_to(np.asarray(angle_deg, dtype=np.float64), sq.shape[:1])
+    return rotate_points(unit * h, angle) + sq[:, None, :2]
+
+
+def fit_similarity(src: Any, dst: Any) -> Tuple[float, float, np.ndarray]:
+    """Least-squares similarity ``dst ~ s R(a) src + t`` of point sets ``(K, 2)``, ``K >= 2``
+    (Umeyama 1991, without reflection): returns ``(s, a in degrees, t (2,))``.
+
+    With centred points ``x = src - mean``, ``y = dst - mean``: ``a = atan2(sum(x ^ y), sum(x . y))``
+    (``^`` the 2-D cross product), ``s = sqrt(sum(x . y)^2 + sum(x ^ y)^2) / sum(|x|^2)``,
+    ``t = mean(dst) - s R(a) mean(src)``.
+    """
+    p = np.asarray(src, dtype=np.float64)
+    q = np.asarray(dst, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 2 or p.shape != q.shape or p.shape[0] < 2:
+        raise ValueError(f"fit_similarity needs two (K, 2) point sets with K >= 2, got {p.shape} and {q.shape}")
+    if not (np.isfinite(p).all() and np.isfinite(q).all()):
+        raise ValueError("fit_similarity: points contain NaN or infinite values")
+    mp, mq = p.mean(axis=0), q.mean(axis=0)
+    x, y = p - mp, q - mq
+    norm = float((x ** 2).sum())
+    if norm <= 0:
+        raise ValueError("fit_similarity: the source points all coincide")
+    dot = float((x * y).sum())
+    cross = float((x[:, 0] * y[:, 1] - x[:, 1] * y[:, 0]).sum())
+    angle = math.degrees(math.atan2(cross, dot))
+    scale = math.hypot(dot, cross) / norm
+    t = mq - scale * rotate_points(mp, angle)
+    return scale, angle, t

@@ -241,3 +241,68 @@ def test_box_pixels_match_math_floor():
     for x in (-0.5, 0.49999, 0.5, 1.5, 2.5, 63.49):
         c0, _, _, _ = g.box_pixels((x, 0.0, 63.9, 1.0), 64)
         assert c0 == max(0, math.floor(x + 0.5))
+
+
+# ----------------------------------------------------------------------------- rotation
+def test_line_angle_and_rotate_points_by_hand():
+    assert g.line_angle([0, 0], [1, 0]) == 0.0
+    assert g.line_angle([0, 0], [1, 1]) == pytest.approx(45.0)  # y down: clockwise on screen
+    assert g.line_angle([[0, 0], [2, 2]], [[0, 1], [1, 2]]).tolist() == pytest.approx([90.0, 180.0])
+    np.testing.assert_allclose(g.rotate_points([1.0, 0.0], 90.0), [0.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(g.rotate_points([[1.0, 0.0], [0.0, 2.0]], 180.0), [[-1, 0], [0, -2]], atol=1e-12)
+    # one angle per point set
+    pts = np.array([[[1.0, 0.0]], [[1.0, 0.0]]])
+    np.testing.assert_allclose(g.rotate_points(pts, [90.0, -90.0]), [[[0, 1]], [[0, -1]]], atol=1e-12)
+    # the direction (1, 0) turned by a has line_angle a
+    for a in (-170.0, -60.0, 0.0, 33.0, 120.0):
+        assert g.line_angle([0, 0], g.rotate_points([1.0, 0.0], a)) == pytest.approx(a)
+
+
+def test_oriented_landmark_square_of_a_turned_rectangle():
+    """A 4 x 2 rectangle of points turned by 30 degrees: at 30 its square is side 4 at the centre;
+    at 0 it is the axis-aligned box of the turned corners; angle 0 equals landmark_square."""
+    rect = np.array([[-2.0, -1.0], [2.0, -1.0], [2.0, 1.0], [-2.0, 1.0]])
+    turned = g.rotate_points(rect, 30.0) + [10.0, 5.0]
+    np.testing.assert_allclose(g.oriented_landmark_square(turned, 30.0), [10.0, 5.0, 4.0], atol=1e-9)
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    np.testing.assert_allclose(g.oriented_landmark_square(turned, 0.0), [10.0, 5.0, 4 * c + 2 * s], atol=1e-9)
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 50, size=(3, 9, 2))
+    for p in pts:
+        np.testing.assert_allclose(g.oriented_landmark_square(p, 0.0), g.landmark_square(p), atol=1e-12)
+    batch = g.oriented_landmark_square(pts, [0.0, 10.0, -20.0])
+    np.testing.assert_allclose(batch[2], g.oriented_landmark_square(pts[2], -20.0), atol=1e-12)
+
+
+def test_crop_of_an_oriented_square_is_upright():
+    """crop_matrix(c, side, S, rotation_deg=roll) puts the turned rectangle level and centred."""
+    rect = np.array([[-2.0, -1.0], [2.0, -1.0], [2.0, 1.0], [-2.0, 1.0]])
+    turned = g.rotate_points(rect, -40.0) + [30.0, 20.0]
+    cx, cy, side = g.oriented_landmark_square(turned, -40.0)
+    M = g.crop_matrix((cx, cy), side, 64, rotation_deg=-40.0)
+    crop = g.apply_affine(turned, M)
+    assert g.line_angle(crop[0], crop[1]) == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(crop.mean(axis=0), [31.5, 31.5], atol=1e-9)
+    np.testing.assert_allclose(crop[1, 0] - crop[0, 0], 64.0, atol=1e-9)
+    corners = g.oriented_square_corners(np.array([[cx, cy, side]]), -40.0)[0]
+    np.testing.assert_allclose(g.apply_affine(corners, M), [[-0.5, -0.5], [63.5, -0.5], [63.5, 63.5], [-0.5, 63.5]],
+                               atol=1e-9)
+
+
+def test_fit_similarity_recovers_a_known_map_and_is_least_squares():
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(5, 2))
+    dst = 2.5 * g.rotate_points(src, -35.0) + [3.0, -7.0]
+    s, a, t = g.fit_similarity(src, dst)
+    assert s == pytest.approx(2.5) and a == pytest.approx(-35.0)
+    np.testing.assert_allclose(t, [3.0, -7.0], atol=1e-12)
+    noisy = dst + rng.normal(scale=0.05, size=dst.shape)
+    s, a, t = g.fit_similarity(src, noisy)
+    best = ((s * g.rotate_points(src, a) + t - noisy) ** 2).sum()
+    for ds, da in ((1e-3, 0), (-1e-3, 0), (0, 0.05), (0, -0.05)):  # a local minimum of the squared error
+        other = (((s + ds) * g.rotate_points(src, a + da) + t - noisy) ** 2).sum()
+        assert other > best
+    with pytest.raises(ValueError, match="coincide"):
+        g.fit_similarity(np.ones((3, 2)), dst[:3])
+    with pytest.raises(ValueError, match=r"\(K, 2\)"):
+        g.fit_similarity(src[:1], dst[:1])
