@@ -8,17 +8,21 @@ declared, with its default and a comment, in a YAML file under ``pyg_sdfl/config
 ``validate(cfg)`` checks the typed keys (:data:`KEY_TYPES`) before anything is built or trained:
 Hydra parses ``graph.k=2.5`` as a float and ``dataset.image_size=abc`` as a string, and nothing
 else would stop them (``int(2.5)`` silently trains with k=2 while the saved config says 2.5).
+
+``instantiate_node(node, key)`` builds a node with a ``_target_`` (:func:`hydra.utils.instantiate`)
+and raises the error of what failed under it, not Hydra's wrapper.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, Type
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["CONFIG_DIR", "compose", "KeyType", "KEY_TYPES", "ConfigError", "validate"]
+__all__ = ["CONFIG_DIR", "compose", "PASSTHROUGH_ERRORS", "instantiate_node", "KeyType", "KEY_TYPES", "ConfigError",
+           "validate"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -44,6 +48,35 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", return_h
         if outer is not None:  # the context above restores its own (empty) backup: the instance is new
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
+
+
+#: The errors :func:`instantiate_node` raises again as they were (a reader naming its file, a class
+#: rejecting an argument); Hydra's own messages for them are several lines around the same text.
+PASSTHROUGH_ERRORS: Tuple[Type[BaseException], ...] = (ValueError, KeyError, OSError, RuntimeError)
+
+
+def instantiate_node(node: Any, key: str, *, passthrough: Tuple[Type[BaseException], ...] = PASSTHROUGH_ERRORS,
+                     **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)``; errors carry the message of what failed under it.
+
+    Hydra wraps every error of a ``_target_`` in an ``InstantiationException`` of several lines. An
+    error of a ``passthrough`` type (by default ``ValueError``, ``KeyError``, ``OSError`` or
+    ``RuntimeError``: a reader naming its file, a class rejecting an argument) is raised again as it
+    was; anything else (a ``_target_`` that does not import, a wrong keyword) becomes a one-line
+    ``ValueError`` naming the config ``key``. (The face-detector registry adds ``ImportError``, so
+    that a missing optional package keeps the message naming its extra.)
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, passthrough):
+            raise cause from None
+        reason = " ".join(str(cause if cause is not None else err).split())
+        raise ValueError(f"cannot build {key} ({node.get('_target_')}): {reason}") from cause
 
 
 class ConfigError(ValueError):
@@ -158,6 +191,18 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.log_every": INT,
     "train.max_val_nme": FLOAT,
     "train.eval_untrained": BOOL,
+    # face detectors (configs/detector, composed with config_name="detection")
+    "detector.scale_factor": FLOAT,
+    "detector.min_neighbors": INT,
+    "detector.min_size": INT,
+    "detector.max_side": INT,
+    "detector.upsample": INT,
+    "detector.score_threshold": FLOAT,
+    "detector.min_face_size": FLOAT,
+    "detector.thresholds": KeyType(float, is_list=True),
+    "detector.nms_thresholds": KeyType(float, is_list=True),
+    "detector.cascade": STR,
+    "detector.device": STR,
 }
 
 _ABSENT = object()

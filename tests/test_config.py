@@ -76,6 +76,14 @@ def test_every_packaged_option_passes_validation(overrides):
     validate(compose(overrides))
 
 
+@pytest.mark.parametrize("option", _group_options("detector"))
+def test_every_detector_option_composes_apart_and_passes_validation(option):
+    """Face detectors are a config of their own (configs/detection.yaml), not part of a training run's."""
+    cfg = compose([f"detector={option}"], config_name="detection")
+    assert set(cfg) == {"detector"} and "_target_" in cfg.detector
+    validate(cfg)
+
+
 def test_float_values_for_integer_keys_are_refused_with_every_key_in_one_line():
     """Hydra parses these as floats and strings; int() would train with k=2 and 64 px silently."""
     cfg = compose(["graph.k=2.5", "dataset.image_size=64.9", "dataset.train.num_faces=abc"])

@@ -1,13 +1,26 @@
 """Face detection for photos, and the link between a detector's boxes and the model's crops.
 
 :mod:`.base` says what a detector is (the :class:`Detector` protocol, :class:`Detection`);
-:mod:`.haar` (OpenCV, the default) and :mod:`.dlib` (``[peers]`` extra) are detectors;
-:mod:`.mapping` relates a detector's box to the face's landmark square, both ways. Box
-geometry (IoU, matching, squares) is :mod:`pyg_sdfl.geometry`.
+:mod:`.yuface` (libfacedetection, the Landmarker's default; a dependency on CPython 3.11 x86-64
+Linux, else the ``[yuface]`` extra), :mod:`.haar` (OpenCV, always installed), :mod:`.mtcnn`
+(``[mtcnn]`` extra) and :mod:`.dlib` (``[peers]`` extra) are detectors; :mod:`.registry` builds any registered detector by name
+(one YAML per detector in ``pyg_sdfl/configs/detector``: :func:`create_detector`,
+:func:`available_detectors`, :func:`detector_from_record`); :mod:`.mapping` relates a
+detector's box to the face's landmark square, both ways. Box geometry (IoU, matching, squares)
+is :mod:`pyg_sdfl.geometry`.
 """
 from pyg_sdfl.detection.base import Detection, Detector, check_detections, check_image
 from pyg_sdfl.detection.dlib import PEERS_EXTRA_HINT, DlibFaceDetector, box_to_rectangle, rectangle_to_box, require_dlib
 from pyg_sdfl.detection.haar import HAAR_CASCADE, HaarFaceDetector
+from pyg_sdfl.detection.registry import (
+    available_detectors,
+    create_detector,
+    detector_config,
+    detector_from_record,
+    detector_parameters,
+    installed_detectors,
+)
+from pyg_sdfl.detection.yuface import YUFACE_EXTRA_HINT, YuFaceDetector, require_yuface
 from pyg_sdfl.detection.mapping import (
     BoxMapping,
     BoxStyle,
@@ -25,6 +38,7 @@ from pyg_sdfl.detection.mapping import (
 __all__ = [
     "HAAR_CASCADE",
     "PEERS_EXTRA_HINT",
+    "YUFACE_EXTRA_HINT",
     "BoxMapping",
     "BoxStyle",
     "Detection",
@@ -32,17 +46,25 @@ __all__ = [
     "DetectorBoxModel",
     "DlibFaceDetector",
     "HaarFaceDetector",
+    "YuFaceDetector",
+    "available_detectors",
     "box_to_rectangle",
     "check_detections",
     "check_image",
     "collect_box_pairs",
+    "create_detector",
     "default_box_mapping_path",
+    "detector_config",
+    "detector_from_record",
+    "detector_parameters",
     "fit_box_mapping",
     "fit_box_mapping_on_samples",
     "fit_box_style",
+    "installed_detectors",
     "load_default_box_mapping",
     "mapping_errors",
     "rectangle_to_box",
     "require_dlib",
+    "require_yuface",
     "summarize_errors",
 ]

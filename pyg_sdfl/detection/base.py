@@ -2,18 +2,26 @@
 
 Every detector of :mod:`pyg_sdfl.detection` follows the :class:`Detector` protocol, and
 :func:`check_detections` is the check a detector's output must pass (the protocol test runs it on
-each). Boxes follow :mod:`pyg_sdfl.geometry` (0-based pixel centres, ``x0, y0, x1, y1``).
+every registered detector). Boxes follow :mod:`pyg_sdfl.geometry` (0-based pixel centres,
+``x0, y0, x1, y1``).
+
+A detector is registered by one YAML file, ``pyg_sdfl/configs/detector/<name>.yaml``: its class
+as ``_target_`` and every constructor parameter with its default
+(:mod:`pyg_sdfl.detection.registry` builds it with Hydra). An optional package a detector needs is
+imported when the detector is built, never when its module is imported, and its absence is an
+``ImportError`` naming the extra that installs it (``pip install ".[peers]"``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
+import cv2
 import numpy as np
 
 from pyg_sdfl.geometry import check_boxes
 
-__all__ = ["Detection", "Detector", "check_image", "check_detections"]
+__all__ = ["Detection", "Detector", "check_image", "check_detections", "reduced_copy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,8 +43,33 @@ class Detection:
 
 @runtime_checkable
 class Detector(Protocol):
-    """A face detector: ``detector(image)`` with ``image`` ``(H, W, 3)`` uint8 RGB returns the faces
-    found as a list of :class:`Detection`, most confident first (empty when there is none)."""
+    """A face detector: ``detector(image)`` with ``image`` ``(H, W, 3)`` uint8 RGB (or ``(H, W)``
+    gray, :func:`check_image`) returns the faces found as a list of :class:`Detection`, most
+    confident first (empty when there is none); bad input is a ``ValueError``.
+
+    Every detector class of the package also has
+
+    * ``name``: a class attribute, the name it is registered under (its YAML file's stem,
+      ``"haar"`` for ``configs/detector/haar.yaml``);
+    * ``params``: a property, the constructor's settings as a JSON-serialisable dict, so that
+      ``cls(**detector.params)`` builds an equal detector (a fitted box mapping stores them, and
+      :func:`pyg_sdfl.detection.registry.detector_from_record` rebuilds a detector from
+      ``{"name": detector.name, **detector.params}``);
+    * ``from_params(params)``: a classmethod, ``cls(**params)`` restricted to the keys it knows.
+
+    Where a detector is only called (:func:`pyg_sdfl.detection.mapping.collect_box_pairs`, the
+    Landmarker), any callable with the same signature works.
+    """
+
+    name: str
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        ...
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Detector":
+        ...
 
     def __call__(self, image: np.ndarray) -> List[Detection]:
         ...
@@ -49,6 +82,19 @@ def check_image(image: Any) -> np.ndarray:
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise ValueError(f"expected a uint8 (H, W, 3) RGB or (H, W) gray image, got {arr.dtype} {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def reduced_copy(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, float, float]:
+    """``image`` itself when its longer side is at most ``max_side``, else a copy shrunk to that
+    side with area interpolation; with the exact per-axis factors back to the original,
+    ``(copy, sx, sy)``: a point ``x`` on the copy's pixel-edge frame is ``x * sx`` on the original's.
+    Detectors run on it so that a 24-megapixel photo costs about as much as a 1-megapixel one."""
+    h, w = image.shape[:2]
+    factor = min(1.0, max_side / max(h, w))
+    if factor < 1.0:
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, w / image.shape[1], h / image.shape[0]
 
 
 def check_detections(detections: Any, image_shape: Sequence[int]) -> List[Detection]:

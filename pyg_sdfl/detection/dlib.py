@@ -11,7 +11,7 @@ dlib's ``rectangle(left, top, right, bottom)`` is integer and inclusive: it cove
 from __future__ import annotations
 
 import importlib
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -56,12 +56,24 @@ class DlibFaceDetector:
     The score is dlib's SVM detection score (larger is more face-like). No keypoints.
     """
 
+    name = "dlib"
+
     def __init__(self, upsample: int = 0) -> None:
         if int(upsample) < 0:
             raise ValueError(f"upsample must be >= 0, got {upsample}")
         self._dlib = require_dlib()
         self.upsample = int(upsample)
         self._detector = self._dlib.get_frontal_face_detector()
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """The constructor's settings (JSON-serialisable): ``DlibFaceDetector(**params)`` rebuilds it."""
+        return {"upsample": self.upsample}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "DlibFaceDetector":
+        """The detector of :attr:`params` (keys it does not know are ignored)."""
+        return cls(**{k: params[k] for k in ("upsample",) if k in params})
 
     def __call__(self, image: np.ndarray, upsample: Optional[int] = None) -> List[Detection]:
         """Faces in ``image`` (``(H, W, 3)`` uint8 RGB or ``(H, W)`` gray); ``upsample`` overrides

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping
 import cv2
 import numpy as np
 
-from pyg_sdfl.detection.base import Detection, check_image
+from pyg_sdfl.detection.base import Detection, check_image, reduced_copy
 
 __all__ = ["HAAR_CASCADE", "HaarFaceDetector"]
 
@@ -44,6 +44,8 @@ class HaarFaceDetector:
     probability, comparable between detections of this detector only.
     """
 
+    name = "haar"
+
     def __init__(
         self,
         scale_factor: float = 1.1,
@@ -69,24 +71,21 @@ class HaarFaceDetector:
 
     @property
     def params(self) -> Dict[str, Any]:
-        """The settings, as stored next to a fitted :class:`BoxMapping`."""
+        """The constructor's settings (JSON-serialisable), as stored next to a fitted :class:`BoxMapping`
+        (without ``"name"``: a record without one is a Haar detector's, :func:`detector_from_record`)."""
         return {"cascade": self.cascade, "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors,
                 "min_size": self.min_size, "max_side": self.max_side}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "HaarFaceDetector":
+        """The detector of :attr:`params` (keys it does not know are ignored)."""
         return cls(**{k: params[k] for k in ("scale_factor", "min_neighbors", "min_size", "max_side", "cascade") if k in params})
 
     def __call__(self, image: np.ndarray) -> List[Detection]:
         """Faces in ``image`` (``(H, W, 3)`` uint8 RGB or ``(H, W)`` gray), most confident first."""
         image = check_image(image)
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-        h, w = gray.shape
-        factor = min(1.0, self.max_side / max(h, w))
-        if factor < 1.0:
-            size = (max(1, round(w * factor)), max(1, round(h * factor)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-        sx, sy = w / gray.shape[1], h / gray.shape[0]  # exact per-axis factors back to the original
+        gray, sx, sy = reduced_copy(gray, self.max_side)
         gray = cv2.equalizeHist(gray)
         rects, _, weights = self._cascade.detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,

@@ -2,7 +2,8 @@
 
 Every object with a ``_target_`` in the config is built with :func:`hydra.utils.instantiate`,
 so a new head, backbone, loss or dataset reader is one YAML file plus one class;
-:func:`instantiate_node` turns Hydra's wrapped errors back into the reader's or class's own message.
+:func:`pyg_sdfl.config.instantiate_node` (re-exported here) turns Hydra's wrapped errors back into the
+reader's or class's own message.
 """
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pyg_sdfl.config import instantiate_node
 from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.data.sample import FaceSample
 from pyg_sdfl.data.splits import train_val_split
@@ -53,24 +53,6 @@ class DataSplits:
 
 def _as_config(cfg: Any) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-
-
-def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(node, **kwargs)``; errors carry the message of what failed under it.
-
-    Hydra wraps every error of a ``_target_`` in an ``InstantiationException`` of several lines. A
-    ``ValueError``, ``KeyError``, ``OSError`` or ``RuntimeError`` (a reader naming its file, a
-    class rejecting an argument) is raised again as it was; anything else (a ``_target_`` that
-    does not import, a wrong keyword) becomes a one-line ``ValueError`` naming the config ``key``.
-    """
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, KeyError, OSError, RuntimeError)):
-            raise cause from None
-        reason = " ".join(str(cause if cause is not None else err).split())
-        raise ValueError(f"cannot build {key} ({node.get('_target_')}): {reason}") from cause
 
 
 def load_splits(dataset_cfg: Mapping[str, Any], seed: Optional[int] = None, need_test: bool = True,

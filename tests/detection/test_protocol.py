@@ -1,36 +1,53 @@
-"""Every detector honours the Detector protocol: check_detections passes on real faces and on a blank
-image. Haar always runs; dlib skips with a reason when the [peers] extra is absent."""
+"""Every registered detector (one YAML in pyg_sdfl/configs/detector each) honours the Detector protocol:
+check_detections passes on real faces and on a blank image, and it has a name and params that rebuild
+it. A detector is skipped only when its optional package is missing, with the reason naming the extra
+(``pip install ".[peers]"``); any other failure to build it fails the test."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 from pyg_sdfl.detection import (
-    PEERS_EXTRA_HINT,
     Detection,
     Detector,
-    DlibFaceDetector,
-    HaarFaceDetector,
+    available_detectors,
     check_detections,
     check_image,
+    create_detector,
+    detector_from_record,
 )
 
-
-def _haar() -> Detector:
-    return HaarFaceDetector()
+EXTRA_MARK = 'pip install ".['  # how every optional detector's ImportError names its extra
 
 
-def _dlib() -> Detector:
-    pytest.importorskip("dlib", reason=f"dlib is not installed (optional extra: {PEERS_EXTRA_HINT})")
-    return DlibFaceDetector()
+def build_or_skip(name: str) -> Detector:
+    """``create_detector(name)``; a skip (reason: the error, naming the extra) when its package is missing."""
+    try:
+        return create_detector(name)
+    except ImportError as err:
+        if EXTRA_MARK not in str(err):
+            raise  # a registered detector whose module is missing, or an error that names no extra
+        pytest.skip(f"detector {name!r} is not installed: {err}")
 
 
-DETECTORS = {"haar": _haar, "dlib": _dlib}
-
-
-@pytest.fixture(scope="module", params=sorted(DETECTORS))
+@pytest.fixture(scope="module", params=available_detectors())
 def detector(request) -> Detector:
-    return DETECTORS[request.param]()
+    return build_or_skip(request.param)
+
+
+def test_every_detector_is_registered_under_its_name(detector, request):
+    name = request.node.callspec.params["detector"]
+    assert type(detector).name == detector.name == name
+
+
+def test_params_are_json_and_rebuild_an_equal_detector(detector):
+    params = detector.params
+    assert json.loads(json.dumps(params)) == params
+    again = detector_from_record({"name": detector.name, **params})
+    assert type(again) is type(detector) and again.params == params
+    assert type(detector).from_params(params).params == params
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +58,7 @@ def faces(w300_root):
 
 
 def test_detector_output_passes_the_protocol_check(detector, faces):
-    assert isinstance(detector, Detector)
+    assert isinstance(detector, Detector)  # __call__, name, params and from_params
     found = 0
     for face in faces:
         image = face.load_image()
