@@ -45,7 +45,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -64,9 +64,14 @@ __all__ = [
     "mapping_errors",
     "summarize_errors",
     "collect_box_pairs",
+    "match_annotated_faces",
     "fit_box_mapping_on_samples",
     "default_box_mapping_path",
     "load_default_box_mapping",
+    "detector_mapping_path",
+    "load_mapping",
+    "load_detector_mapping",
+    "mapping_from_dict",
 ]
 
 
@@ -128,8 +133,17 @@ class BoxMapping:
         x0, y0 = cx - self.a_x * w, cy - self.a_y * w
         return np.stack([x0, y0, x0 + w, y0 + w], axis=1)
 
+    def crop_squares(self, detections: Sequence[Any]) -> np.ndarray:
+        """Detections (:class:`~pyg_sdfl.detection.base.Detection`) -> oriented landmark squares
+        ``(M, 4)`` as ``cx, cy, side, angle``: :meth:`squares` of their boxes, angle 0 (a box says
+        nothing of the face's roll)."""
+        if not len(detections):
+            return np.zeros((0, 4))
+        sq = self.squares(np.stack([d.box for d in detections]))
+        return np.concatenate([sq, np.zeros((len(sq), 1))], axis=1)
+
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {"kind": "box", **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BoxMapping":
@@ -284,25 +298,43 @@ def fit_box_mapping(
     return mapping
 
 
-def collect_box_pairs(samples: Sequence[Any], detector: Detector) -> Tuple[np.ndarray, np.ndarray, int]:
-    """Run ``detector`` on every annotated face and pair the matching detection with the true
-    landmark square. Returns ``(detector_boxes (M, 4), squares (M, 3), faces_without_match)``.
+def match_annotated_faces(samples: Sequence[Any], detector: Detector, progress: bool = False
+                          ) -> Tuple[List[Tuple[Any, np.ndarray]], int, float]:
+    """Run ``detector`` on every annotated face's image and keep the detection that matches the
+    face (:func:`~pyg_sdfl.geometry.match_detection`, no IoU threshold: the centre inside the
+    landmark box and the best IoU).
 
     ``samples`` are :class:`~pyg_sdfl.data.sample.FaceSample` (one annotated face per image, as in
-    300-W); faces whose image has no detection matching the face's landmark box
-    (:func:`~pyg_sdfl.geometry.match_detection`, no IoU threshold: the centre inside and the best
-    IoU) are counted, not paired.
+    300-W). Returns ``([(detection, landmarks (N, 2)), ...], faces_without_match, detector_seconds)``
+    (the time spent in the detector alone); ``progress`` shows a bar on a terminal.
     """
-    boxes, squares, missed = [], [], 0
-    for sample in samples:
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    pairs, missed, seconds = [], 0, 0.0
+    for sample in tqdm(samples, desc=f"detecting ({getattr(detector, 'name', 'detector')})", unit="img",
+                       disable=None if progress else True, file=sys.stderr):  # None: off when not a terminal
         pts = np.asarray(sample.landmarks, dtype=np.float64)
-        detections = detector(sample.load_image())
+        image = sample.load_image()
+        t0 = time.perf_counter()
+        detections = detector(image)
+        seconds += time.perf_counter() - t0
         k = match_detection(landmark_box(pts), [d.box for d in detections])
         if k is None:
             missed += 1
-            continue
-        boxes.append(detections[k].box)
-        squares.append(landmark_square(pts))
+        else:
+            pairs.append((detections[k], pts))
+    return pairs, missed, seconds
+
+
+def collect_box_pairs(samples: Sequence[Any], detector: Detector) -> Tuple[np.ndarray, np.ndarray, int]:
+    """:func:`match_annotated_faces` as arrays: ``(detector_boxes (M, 4), true landmark squares (M, 3),
+    faces_without_match)``."""
+    pairs, missed, _ = match_annotated_faces(samples, detector)
+    boxes = [d.box for d, _ in pairs]
+    squares = [landmark_square(pts) for _, pts in pairs]
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(squares, dtype=np.float64).reshape(-1, 3), missed
 
 
@@ -317,6 +349,43 @@ def load_default_box_mapping() -> Optional[BoxMapping]:
     """The package's fitted mapping, or ``None`` when the file is absent."""
     path = default_box_mapping_path()
     return BoxMapping.load(path) if path.is_file() else None
+
+
+def detector_mapping_path(name: str) -> Path:
+    """Where the package's fitted mapping of detector ``name`` lives:
+    ``pyg_sdfl/weights/<name>_box_mapping.json`` (whether or not it is there)."""
+    from importlib.resources import files
+
+    return Path(str(files("pyg_sdfl.weights") / f"{name}_box_mapping.json"))
+
+
+def mapping_from_dict(d: Mapping[str, Any]) -> Any:
+    """A mapping record -> :class:`BoxMapping` (``kind`` "box" or absent, as in the files written
+    before keypoint mappings existed) or :class:`~pyg_sdfl.detection.keypoint_mapping.KeypointMapping`
+    (``kind`` "keypoints")."""
+    kind = d.get("kind", "box")
+    if kind == "box":
+        return BoxMapping.from_dict(d)
+    if kind == "keypoints":
+        from pyg_sdfl.detection.keypoint_mapping import KeypointMapping
+
+        return KeypointMapping.from_dict(d)
+    raise ValueError(f"unknown box mapping kind {kind!r} (expected 'box' or 'keypoints')")
+
+
+def load_mapping(path: Union[str, Path]) -> Any:
+    """A mapping file (either kind, :func:`mapping_from_dict`); errors name the file."""
+    data = read_json(path, "box mapping file")
+    try:
+        return mapping_from_dict(data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def load_detector_mapping(name: str) -> Optional[Any]:
+    """The package's fitted mapping of detector ``name``, or ``None`` when it has none."""
+    path = detector_mapping_path(name)
+    return load_mapping(path) if path.is_file() else None
 
 
 def fit_box_mapping_on_samples(

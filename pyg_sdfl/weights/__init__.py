@@ -2,8 +2,10 @@
 
     sdfl_300w.pt             a trained 300-W model in fp16 (see :mod:`pyg_sdfl.engine.export`),
                              loaded by ``Landmarker.from_pretrained("300w")``
-    haar_box_mapping.json    Haar face box -> landmark square, fitted on the 300-W training
-                             set (``pyg-sdfl fit-box-mapping``)
+    <detector>_box_mapping.json
+                             that detector's box -> landmark square (haar, yuface, mtcnn, dlib),
+                             fitted on the 300-W training set with the detector's settings
+                             (``pyg-sdfl fit-box-mapping --detector NAME``)
 """
 from __future__ import annotations
 

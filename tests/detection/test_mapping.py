@@ -90,6 +90,48 @@ def test_cli_fit_box_mapping_on_a_few_faces(w300_root, tmp_path):
     assert 0.3 < fitted.a_x < 0.7 and 0.8 < fitted.s < 2.0
 
 
+@pytest.mark.parametrize("kind", ["box", "keypoints"])
+def test_cli_fit_box_mapping_for_another_detector(w300_root, tmp_path, kind):
+    """--detector yuface: its settings are recorded (with its name), and --kind keypoints fits the five-point
+    mapping with the box mapping inside; --set changes a setting; a bad setting is one exit-2 line."""
+    pytest.importorskip("yuface", reason="yuface is not installed (pip install \".[yuface]\")")
+    from pyg_sdfl.cli import main
+    from pyg_sdfl.detection.keypoint_mapping import KeypointMapping
+    from pyg_sdfl.detection.mapping import load_mapping
+
+    out = tmp_path / f"{kind}.json"
+    assert main(["fit-box-mapping", "--root", str(w300_root), "--detector", "yuface", "--kind", kind, "--limit", "12",
+                 "--set", "score_threshold=0.6", "--out", str(out)]) == 0
+    fitted = load_mapping(out)
+    assert fitted.detector["name"] == "yuface" and fitted.detector["score_threshold"] == 0.6
+    assert fitted.info["faces_total"] == 12 and "test" in fitted.info
+    if kind == "keypoints":
+        assert isinstance(fitted, KeypointMapping) and fitted.box["kind"] == "box"
+        assert fitted.info["centre_from"] in ("box", "keypoints")
+    else:
+        assert isinstance(fitted, BoxMapping) and 0.8 < fitted.s < 1.2
+    assert main(["fit-box-mapping", "--root", str(w300_root), "--detector", "yuface", "--set", "nonsense=1",
+                 "--limit", "3", "--no-test", "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_every_shipped_mapping_names_its_detector_and_rebuilds_it():
+    """pyg_sdfl/weights/<name>_box_mapping.json for every installed detector: the recorded settings rebuild the
+    detector the mapping was fitted with (Haar's file predates names: a missing name is Haar)."""
+    from pyg_sdfl.detection.mapping import detector_mapping_path, load_detector_mapping
+    from pyg_sdfl.detection.registry import available_detectors, detector_from_record
+
+    shipped = [n for n in available_detectors() if detector_mapping_path(n).is_file()]
+    assert {"haar", "yuface"} <= set(shipped)
+    for name in shipped:
+        mapping = load_detector_mapping(name)
+        assert mapping.detector.get("name", "haar") == name
+        try:
+            detector = detector_from_record({"name": name, **mapping.detector})
+        except ImportError:
+            continue  # an optional extra that is not installed here
+        assert detector.name == name
+
+
 # ------------------------------------------------------------------------------ BoxStyle (dlib)
 def test_box_style_apply_hand_value_and_identity():
     box = np.array([[0.0, 0.0, 10.0, 20.0]])
