@@ -5,28 +5,34 @@
     faces = lm.predict("photo.jpg")                    # or an (H, W, 3) uint8 RGB array
     faces[0].landmarks                                 # (68, 2) in the photo's pixel coordinates
 
-Each face is cropped exactly as at training time: a square of ``crop_scale`` (1.2) times the
-side of the face's *landmark square* (centre and longer side of the tight box around its
-landmarks), resized to ``image_size``. Where that square comes from:
+Each face is cropped as at training time: a square of ``crop_scale`` (1.2) times the side of the
+face's *landmark square* (centre and longer side of the tight box around its landmarks), resized
+to ``image_size``. Where that square comes from:
 
 - ``boxes`` given with ``box_type="landmark"`` (the default): each box is taken as a landmark box
-  (jaw to brows, ear to ear), the square is its centre and longer side;
-- ``boxes`` given with ``box_type="detector"``, or no boxes (the Haar face detector finds them):
-  the detector box is mapped to the landmark square by the fitted
-  :class:`~pyg_sdfl.detection.BoxMapping`.
+  (jaw to brows, ear to ear), the square is its centre and longer side; one pass of the model;
+- no boxes: the face detector (:mod:`pyg_sdfl.detection`, chosen by name) finds the faces and its
+  fitted mapping turns each detection into a first square (from the five keypoints where the
+  detector gives them, else from the box); ``boxes`` with ``box_type="detector"`` are mapped the
+  same way. Then **re-cropping**: ``passes - 1`` more passes each crop the landmark square of
+  the previous pass's prediction, as at training time, and predict again.
+
+With ``align_rotation`` (default), a square carries the face's in-plane angle (the roll of its
+outer eye corners, from the keypoints or the previous prediction) and the crop is turned upright
+(:func:`pyg_sdfl.geometry.oriented_landmark_square`): a face tilted by 60 degrees reaches the model
+as an upright face, which is what it saw most at training time.
 
 Predictions come back through the inverse of the crop's affine map, in original-image pixel
-coordinates (0-based pixel centres). All faces of an image go through the model in one batch.
-Large faces are first shrunk (area interpolation) so that the final bilinear warp never
-downsamples by more than 2x; the warp itself touches only the output pixels, so a huge image
-costs little more than its decoding.
+coordinates (0-based pixel centres). Faces of all images of a call go through the model in
+batches. Large faces are first shrunk (area interpolation) so that the final bilinear warp never
+downsamples by more than 2x; the warp itself touches only the output pixels.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -35,16 +41,42 @@ from torch import nn
 
 from pyg_sdfl.data.sample import as_rgb_uint8, read_image
 from pyg_sdfl.data.transforms import normalise_image
-from pyg_sdfl.detection import BoxMapping, Detector, HaarFaceDetector, load_default_box_mapping
+from pyg_sdfl.detection.base import Detection, Detector
+from pyg_sdfl.detection.mapping import load_detector_mapping, mapping_from_dict
 from pyg_sdfl.engine.builders import resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError, load_model
-from pyg_sdfl.geometry import box_square, check_boxes, crop_matrix, crop_to_image, square_to_box
+from pyg_sdfl.geometry import (box_square, check_boxes, crop_matrix, crop_to_image, line_angle,
+                               oriented_landmark_square, square_to_box)
 from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
-__all__ = ["Face", "Landmarker", "draw_faces", "warp_crop"]
+__all__ = ["FALLBACK_DETECTOR", "Face", "Landmarker", "default_detector_name", "draw_faces",
+           "warp_crop"]
 
 ImageInput = Union[str, Path, np.ndarray]
+
+#: The detector used where the default one (``configs/detection.yaml``: libfacedetection, chosen on
+#: the measurements in docs/predict.md) cannot be built: OpenCV's Haar cascade, always installed.
+FALLBACK_DETECTOR = "haar"
+
+
+def default_detector_name() -> str:
+    """The configured default detector (:func:`pyg_sdfl.detection.registry.default_detector`) if it
+    can be built here, else :data:`FALLBACK_DETECTOR` with a warning saying why (the yuface wheel
+    exists for CPython 3.11 on x86-64 Linux only)."""
+    import logging
+
+    from pyg_sdfl.detection.registry import create_detector, default_detector
+
+    name = default_detector()
+    try:
+        create_detector(name)
+    except ImportError as err:
+        logging.getLogger(__name__).warning(
+            "the default face detector %r cannot be used here (%s); using %r, which misses turned and profile "
+            "faces: see docs/predict.md", name, err, FALLBACK_DETECTOR)
+        return FALLBACK_DETECTOR
+    return name
 
 
 @dataclass(eq=False)
@@ -56,44 +88,62 @@ class Face:
             box that was given.
         landmarks: float64 ``(N, 2)`` landmark coordinates in the original image (0-based pixel
             centres, ``x`` then ``y``).
-        score: the detector's confidence (the Haar cascade's last-stage sum: larger is more
-            face-like, not a probability), or ``1.0`` for a box that was given.
-        crop_box: float64 ``(4,)`` the square the model saw, ``x0, y0, x1, y1`` in the original
-            image (it may extend past the image; the outside is black).
+        score: the detector's confidence (its own scale, see its class), or ``1.0`` for a box
+            that was given.
+        crop_box: float64 ``(4,)`` the square the model saw (last pass), ``x0, y0, x1, y1`` in the
+            original image before turning by ``crop_angle`` about its centre (it may extend past
+            the image; the outside is black).
+        crop_angle: the crop's in-plane angle in degrees (0: an upright, axis-aligned crop).
+        keypoints: the detector's five points ``(5, 2)`` where it gives them, else ``None``.
+        recrop_change: the mean distance between the landmarks of the last two passes over the
+            inter-ocular distance of the last (``None`` after one pass): near 0 when re-cropping
+            has converged.
     """
 
     box: np.ndarray
     landmarks: np.ndarray
     score: float
     crop_box: np.ndarray
+    crop_angle: float = 0.0
+    keypoints: Optional[np.ndarray] = None
+    recrop_change: Optional[float] = None
 
     def to_dict(self, decimals: int = 2) -> Dict[str, Any]:
-        """JSON-friendly ``{"box", "score", "crop_box", "landmarks"}`` (rounded lists)."""
-        return {
+        """JSON-friendly ``{"box", "score", "crop_box", "crop_angle", "landmarks"}`` plus
+        ``"keypoints"`` and ``"recrop_change"`` when present (rounded lists)."""
+        out: Dict[str, Any] = {
             "box": [round(float(v), decimals) for v in self.box],
             "score": round(float(self.score), 4),
             "crop_box": [round(float(v), decimals) for v in self.crop_box],
+            "crop_angle": round(float(self.crop_angle), 2),
             "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
         }
+        if self.keypoints is not None:
+            out["keypoints"] = [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.keypoints]
+        if self.recrop_change is not None:
+            out["recrop_change"] = round(float(self.recrop_change), 5)
+        return out
 
 
 def warp_crop(image: np.ndarray, matrix: np.ndarray, out_size: int, max_downscale: float = 2.0) -> np.ndarray:
     """Resample ``image`` (``(H, W, 3)`` uint8) through the original -> crop affine ``matrix``
-    ``(2, 3)`` (no rotation) into an ``out_size`` square, black outside the image.
+    ``(2, 3)`` (a similarity: scale, rotation, shift) into an ``out_size`` square, black outside the
+    image.
 
-    When the crop shrinks the image by more than ``max_downscale``, the region under the crop is
-    first reduced with area interpolation, and the bilinear warp does the rest: no aliasing on
-    large faces, and only that region is ever resized.
+    When the crop shrinks the image by more than ``max_downscale`` (``k = sqrt|det A|`` output pixels
+    per input pixel), the region under the crop is first reduced with area interpolation, and the
+    bilinear warp does the rest: no aliasing on large faces, and only that region is ever resized.
     """
     M = np.asarray(matrix, dtype=np.float64)
-    k = min(abs(M[0, 0]), abs(M[1, 1]))  # output pixels per input pixel
+    k = math.sqrt(abs(np.linalg.det(M[:, :2])))  # output pixels per input pixel
     H, W = image.shape[:2]
     if k * max_downscale >= 1.0:
         return cv2.warpAffine(image, M, (out_size, out_size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    # the crop's footprint: output edges -0.5 and S - 0.5 through the inverse map, plus a margin
+    # the crop's footprint: the output's four corners through the inverse map, plus a margin
     A_inv = np.linalg.inv(M[:, :2])
-    corners = np.array([[-0.5, -0.5], [out_size - 0.5, out_size - 0.5]])
+    e = out_size - 0.5
+    corners = np.array([[-0.5, -0.5], [e, -0.5], [e, e], [-0.5, e]])
     span = (corners - M[:, 2]) @ A_inv.T
     r = k * max_downscale  # the area reduction, so that the warp shrinks by max_downscale
     margin = int(math.ceil(2.0 / r)) + 2  # two reduced pixels: the bilinear footprint at the crop's edge
@@ -116,6 +166,19 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, out_size: int, max_downscal
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
+@dataclass
+class _Found:
+    """The faces of one image before the model: oriented landmark squares ``(M, 4)`` (``cx, cy,
+    side, angle``), boxes ``(M, 4)``, scores ``(M,)``, keypoints per face, and whether the
+    squares are guesses to refine (detector) or the protocol's own (landmark boxes)."""
+
+    squares: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints: List[Optional[np.ndarray]]
+    refine: bool
+
+
 class Landmarker:
     """A trained landmark model ready for photos.
 
@@ -125,16 +188,24 @@ class Landmarker:
         scheme: the landmark scheme it predicts (name or object).
         image_size: ``S``, the crop side it was trained on.
         crop_scale: the crop's side over the landmark square's side at training time.
-        box_mapping: detector box -> landmark square; needed to use the detector or
-            ``box_type="detector"`` boxes.
+        box_mapping: detection -> landmark square (a :class:`~pyg_sdfl.detection.BoxMapping` or
+            :class:`~pyg_sdfl.detection.keypoint_mapping.KeypointMapping`, fitted for the detector);
+            needed to use the detector or ``box_type="detector"`` boxes. ``None``: the package's
+            mapping for the detector (``pyg_sdfl/weights/<name>_box_mapping.json``).
         device: where the model runs ("cpu", "cuda", "auto").
-        detector: the face detector (:class:`~pyg_sdfl.detection.Detector`); by default a
-            :class:`~pyg_sdfl.detection.HaarFaceDetector` with the settings the mapping was fitted
-            with (built on first use). Its boxes must be the kind ``box_mapping`` was fitted on.
+        detector: the face detector: a registry name (:func:`pyg_sdfl.detection.available_detectors`;
+            built with the settings its mapping was fitted with) or a
+            :class:`~pyg_sdfl.detection.Detector` object with a ``name``; default
+            :func:`default_detector_name` (yuface, or Haar where yuface is not installed). Built
+            on first use.
         meta: provenance of the weights (training run, data, metrics), for information.
-        batch_size: faces per forward pass (all faces of an image in one pass up to this many).
+        batch_size: faces per forward pass.
         flip_test: average each face's prediction with the un-mirrored prediction of its mirror
             image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`): twice the model cost.
+        passes: model passes for a detected face: 1 crops from the detection only, each further
+            pass crops the landmark square of the previous prediction (re-cropping).
+        align_rotation: turn each crop by the face's in-plane angle so that the model sees it
+            upright (see the module docstring); ``False`` crops axis-aligned squares as in training.
     """
 
     def __init__(
@@ -143,12 +214,14 @@ class Landmarker:
         scheme: Union[str, LandmarkScheme],
         image_size: int,
         crop_scale: float,
-        box_mapping: Optional[BoxMapping] = None,
+        box_mapping: Optional[Any] = None,
         device: Union[str, torch.device] = "cpu",
-        detector: Optional[Detector] = None,
+        detector: Union[None, str, Detector] = None,
         meta: Optional[Mapping[str, Any]] = None,
         batch_size: int = 64,
         flip_test: bool = False,
+        passes: int = 2,
+        align_rotation: bool = True,
     ) -> None:
         if int(image_size) != image_size or image_size <= 0:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
@@ -156,16 +229,28 @@ class Landmarker:
             raise ValueError(f"crop_scale must be a positive number, got {crop_scale!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if isinstance(passes, bool) or int(passes) != passes or passes < 1:
+            raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
         self.device = resolve_device(str(device)) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
         self.scheme = get_scheme(scheme)
         self.image_size = int(image_size)
         self.crop_scale = float(crop_scale)
+        if detector is None:
+            detector = default_detector_name()
+        if isinstance(detector, str):
+            self.detector_name, self._detector = detector, None
+        else:
+            self.detector_name, self._detector = str(getattr(detector, "name", type(detector).__name__)), detector
+        if box_mapping is None:
+            box_mapping = load_detector_mapping(self.detector_name)
         self.box_mapping = box_mapping
-        self._detector = detector
         self.meta = dict(meta or {})
         self.batch_size = int(batch_size)
         self.flip_test = bool(flip_test)
+        self.passes = int(passes)
+        self.align_rotation = bool(align_rotation)
+        self.last_track_stats: Dict[str, Any] = {}
         self._net = FlipAverage(self.model, self.scheme.flip_permutation).to(self.device) if self.flip_test else self.model
 
     # ------------------------------------------------------------------------ loading
@@ -174,25 +259,30 @@ class Landmarker:
         cls,
         path: Union[str, Path],
         device: Union[str, torch.device] = "cpu",
-        box_mapping: Optional[BoxMapping] = None,
+        box_mapping: Optional[Any] = None,
+        detector: Union[None, str, Detector] = None,
         **kwargs: Any,
     ) -> "Landmarker":
         """Load a training checkpoint (``best.ckpt``) or an exported weights file.
 
         The model is rebuilt from the checkpoint's own resolved config and graph and its state is
-        loaded strictly (every key, every shape; fp16 weights are cast to fp32). The box mapping
-        is ``box_mapping`` if given, else the one stored in the file, else the package's fitted
-        Haar mapping (``pyg_sdfl/weights/haar_box_mapping.json``).
+        loaded strictly (every key, every shape; fp16 weights are cast to fp32). The detector is
+        ``detector`` (default :func:`default_detector_name`); its mapping is ``box_mapping`` if given,
+        else the one stored in the file when it was fitted for that detector, else the package's
+        (``pyg_sdfl/weights/<detector>_box_mapping.json``).
         """
         loaded = load_model(path)
+        if detector is None:
+            detector = default_detector_name()
+        name = detector if isinstance(detector, str) else str(getattr(detector, "name", ""))
         if box_mapping is None and loaded.box_mapping is not None:
-            box_mapping = BoxMapping.from_dict(loaded.box_mapping)
-        if box_mapping is None:
-            box_mapping = load_default_box_mapping()
+            stored = mapping_from_dict(loaded.box_mapping)
+            if str(stored.detector.get("name", "haar")) == name:  # records before names were Haar's
+                box_mapping = stored
         meta = dict(loaded.meta)
         meta.setdefault("source", str(path))
         return cls(loaded.model, loaded.scheme, loaded.image_size, loaded.crop_scale,
-                   box_mapping=box_mapping, device=device, meta=meta, **kwargs)
+                   box_mapping=box_mapping, device=device, detector=detector, meta=meta, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str = "300w", device: Union[str, torch.device] = "cpu", **kwargs: Any) -> "Landmarker":
@@ -211,18 +301,99 @@ class Landmarker:
     # ------------------------------------------------------------------------ detection
     @property
     def detector(self) -> Detector:
+        """The face detector, built on first use with the settings its mapping was fitted with."""
         if self._detector is None:
-            params = self.box_mapping.detector if self.box_mapping is not None else {}
-            self._detector = HaarFaceDetector.from_params(params)
+            from pyg_sdfl.detection.registry import create_detector, detector_from_record
+
+            record = dict(getattr(self.box_mapping, "detector", None) or {})
+            if record:
+                record.setdefault("name", self.detector_name)
+                self._detector = detector_from_record(record)
+            else:
+                self._detector = create_detector(self.detector_name)
         return self._detector
 
-    def _require_mapping(self) -> BoxMapping:
+    def _require_mapping(self) -> Any:
         if self.box_mapping is None:
             raise ValueError(
-                "no detector-box mapping is available (pyg_sdfl/weights/haar_box_mapping.json is missing and the "
-                "weights carry none): give landmark boxes, or fit one with `pyg-sdfl fit-box-mapping`"
+                f"no box mapping is available for the {self.detector_name!r} detector "
+                f"(pyg_sdfl/weights/{self.detector_name}_box_mapping.json is missing and the weights carry none): "
+                f"give landmark boxes, or fit one with `pyg-sdfl fit-box-mapping --detector {self.detector_name}`"
             )
         return self.box_mapping
+
+    def detect(self, image: np.ndarray) -> List[Detection]:
+        """The detector's faces in ``image`` (``(H, W, 3)`` uint8), most confident first."""
+        return self.detector(image)
+
+    def squares_from_detections(self, detections: Sequence[Detection]) -> np.ndarray:
+        """Detections -> first-pass oriented landmark squares ``(M, 4)`` (``cx, cy, side,
+        angle``) through the detector's mapping (angle 0 without ``align_rotation``)."""
+        sq = np.asarray(self._require_mapping().crop_squares(list(detections)), dtype=np.float64).reshape(-1, 4)
+        if not self.align_rotation:
+            sq[:, 3] = 0.0
+        return sq
+
+    def squares_from_landmarks(self, landmarks: np.ndarray) -> np.ndarray:
+        """Predicted landmarks ``(M, N, 2)`` -> oriented landmark squares ``(M, 4)``: the landmark
+        square at the roll of the outer eye corners (axis-aligned without ``align_rotation``)."""
+        lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, self.scheme.num_points, 2)
+        if not len(lm):
+            return np.zeros((0, 4))
+        left, right = self.scheme.inter_ocular
+        angle = line_angle(lm[:, left], lm[:, right]) if self.align_rotation else np.zeros(len(lm))
+        return np.concatenate([oriented_landmark_square(lm, angle), angle[:, None]], axis=1)
+
+    def inter_ocular(self, landmarks: np.ndarray) -> np.ndarray:
+        """Inter-ocular distances ``(M,)`` of landmarks ``(M, N, 2)`` (the scheme's outer eye corners)."""
+        left, right = self.scheme.inter_ocular
+        return np.linalg.norm(landmarks[:, left] - landmarks[:, right], axis=-1)
+
+    # ------------------------------------------------------------------------ model passes
+    def crop_matrices(self, squares: np.ndarray) -> np.ndarray:
+        """Oriented landmark squares ``(M, 4)`` -> image -> crop affines ``(M, 2, 3)``: the square's
+        side times ``crop_scale`` fills the ``S x S`` crop, turned upright by its angle."""
+        S = self.image_size
+        return np.stack([crop_matrix((cx, cy), self.crop_scale * side, S, rotation_deg=angle)
+                         for cx, cy, side, angle in np.asarray(squares, dtype=np.float64).reshape(-1, 4)]
+                        ) if len(squares) else np.zeros((0, 2, 3))
+
+    @torch.no_grad()
+    def landmarks_in_squares(self, images: Sequence[np.ndarray], owners: Sequence[int], squares: np.ndarray) -> np.ndarray:
+        """One model pass: face ``m`` is cropped from ``images[owners[m]]`` at ``squares[m]``
+        (``(M, 4)``, oriented landmark squares); returns landmarks ``(M, N, 2)`` in image pixels.
+        All faces go through the model in batches of ``batch_size``."""
+        mats = self.crop_matrices(squares)
+        if not len(mats):
+            return np.zeros((0, self.scheme.num_points, 2))
+        crops = [normalise_image(warp_crop(images[o], M, self.image_size)) for o, M in zip(owners, mats)]
+        preds = []
+        for lo in range(0, len(crops), self.batch_size):
+            batch = torch.from_numpy(np.stack(crops[lo:lo + self.batch_size])).to(self.device)
+            preds.append(self._net(batch).float().cpu().numpy().astype(np.float64))
+        return crop_to_image(np.concatenate(preds), mats)
+
+    def refine(self, images: Sequence[np.ndarray], owners: Sequence[int], squares: np.ndarray,
+               passes: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """``passes`` model passes (default :attr:`passes`) from first squares ``(M, 4)``: each pass
+        after the first crops :meth:`squares_from_landmarks` of the previous prediction.
+
+        Returns ``(landmarks (M, N, 2), squares of the last pass (M, 4), change (M,) or None)``,
+        ``change`` being the mean landmark displacement of the last pass over its inter-ocular
+        distance (``None`` after one pass).
+        """
+        passes = self.passes if passes is None else int(passes)
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        sq = np.asarray(squares, dtype=np.float64).reshape(-1, 4)
+        landmarks = self.landmarks_in_squares(images, owners, sq)
+        change = None
+        for _ in range(passes - 1):
+            sq = self.squares_from_landmarks(landmarks)
+            new = self.landmarks_in_squares(images, owners, sq)
+            change = np.linalg.norm(new - landmarks, axis=-1).mean(axis=-1) / np.maximum(self.inter_ocular(new), 1e-9)
+            landmarks = new
+        return landmarks, sq, change
 
     # ------------------------------------------------------------------------ prediction
     @staticmethod
@@ -240,35 +411,40 @@ class Landmarker:
             return read_image(image, apply_orientation=True)
         return as_rgb_uint8(image, "image")
 
-    def face_squares(self, image: np.ndarray, boxes: Optional[Any] = None,
-                     box_type: str = "landmark") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The faces to predict in ``image`` (``(H, W, 3)`` uint8): landmark squares ``(M, 3)``
-        (``cx, cy, side``), their boxes ``(M, 4)`` and scores ``(M,)`` (see :meth:`predict`)."""
+    def _find(self, image: np.ndarray, boxes: Optional[Any], box_type: str) -> _Found:
         if box_type not in ("landmark", "detector"):
             raise ValueError(f"box_type must be 'landmark' or 'detector', got {box_type!r}")
         if boxes is None:
-            mapping = self._require_mapping()
-            detections = self.detector(image)
-            if not detections:
-                return np.zeros((0, 3)), np.zeros((0, 4)), np.zeros(0)
-            det_boxes = np.stack([d.box for d in detections])
-            return mapping.squares(det_boxes), det_boxes, np.array([d.score for d in detections])
+            self._require_mapping()
+            detections = self.detect(image)
+            return _Found(self.squares_from_detections(detections),
+                          np.stack([d.box for d in detections]) if detections else np.zeros((0, 4)),
+                          np.array([d.score for d in detections], dtype=np.float64),
+                          [d.keypoints for d in detections], refine=True)
         arr = np.asarray(boxes, dtype=np.float64)
         if arr.size == 0:
-            return np.zeros((0, 3)), np.zeros((0, 4)), np.zeros(0)
+            return _Found(np.zeros((0, 4)), np.zeros((0, 4)), np.zeros(0), [], refine=False)
         arr = check_boxes(arr, "boxes")
         H, W = image.shape[:2]
         outside = (arr[:, 2] < -0.5) | (arr[:, 0] > W - 0.5) | (arr[:, 3] < -0.5) | (arr[:, 1] > H - 0.5)
         if outside.any():
             raise ValueError(f"box {arr[np.flatnonzero(outside)[0]].tolist()} lies outside the {W}x{H} image")
         if box_type == "detector":
-            sq = self._require_mapping().squares(arr)
-        else:
-            sq = box_square(arr)
-        return sq, arr, np.ones(len(arr))
+            sq = self.squares_from_detections([Detection(b, 1.0) for b in arr])
+            return _Found(sq, arr, np.ones(len(arr)), [None] * len(arr), refine=True)
+        sq = np.concatenate([box_square(arr), np.zeros((len(arr), 1))], axis=1)
+        return _Found(sq, arr, np.ones(len(arr)), [None] * len(arr), refine=False)
 
-    @torch.no_grad()
-    def predict(self, image: ImageInput, boxes: Optional[Any] = None, box_type: str = "landmark") -> List[Face]:
+    def face_squares(self, image: np.ndarray, boxes: Optional[Any] = None,
+                     box_type: str = "landmark") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The faces to predict in ``image`` (``(H, W, 3)`` uint8) before any model pass: oriented
+        landmark squares ``(M, 4)`` (``cx, cy, side, angle``), their boxes ``(M, 4)`` and scores
+        ``(M,)`` (see :meth:`predict`)."""
+        found = self._find(image, boxes, box_type)
+        return found.squares, found.boxes, found.scores
+
+    def predict(self, image: ImageInput, boxes: Optional[Any] = None, box_type: str = "landmark",
+                passes: Optional[int] = None) -> List[Face]:
         """Landmarks of every face in ``image``.
 
         Args:
@@ -276,38 +452,105 @@ class Landmarker:
             boxes: optional ``(M, 4)`` boxes ``x0, y0, x1, y1`` in pixels; ``None`` runs the face
                 detector (faces most confident first). An empty list gives no faces.
             box_type: how to read given boxes: ``"landmark"`` (tight box around the face's
-                landmarks, the training protocol) or ``"detector"`` (a Haar-style face box, mapped
-                like a detection).
+                landmarks, the training protocol: one pass) or ``"detector"`` (a box of this
+                Landmarker's detector, mapped and re-cropped like a detection).
+            passes: override :attr:`passes` for this call (detected faces and detector boxes).
 
         Returns:
             a list of :class:`Face` (empty when no face is found), landmarks in original-image
             pixel coordinates.
         """
-        img = self.load_image(image)
-        squares, boxes_arr, scores = self.face_squares(img, boxes, box_type)
-        if len(squares) == 0:
-            return []
-        S = self.image_size
-        crop_squares = squares * np.array([1.0, 1.0, self.crop_scale])
-        mats, crops = [], []
-        for cx, cy, side in crop_squares:
-            M = crop_matrix((cx, cy), side, S)
-            mats.append(M)
-            crops.append(normalise_image(warp_crop(img, M, S)))
-        mats_arr = np.stack(mats)
-        preds = []
-        for lo in range(0, len(crops), self.batch_size):
-            batch = torch.from_numpy(np.stack(crops[lo:lo + self.batch_size])).to(self.device)
-            preds.append(self._net(batch).float().cpu().numpy().astype(np.float64))
-        landmarks = crop_to_image(np.concatenate(preds), mats_arr)
-        crop_boxes = square_to_box(crop_squares)
-        return [Face(box=boxes_arr[i].astype(np.float64), landmarks=landmarks[i], score=float(scores[i]),
-                     crop_box=crop_boxes[i]) for i in range(len(squares))]
+        return self.predict_batch([image], None if boxes is None else [boxes], box_type, passes)[0]
+
+    def predict_batch(self, images: Sequence[ImageInput], boxes: Optional[Sequence[Optional[Any]]] = None,
+                      box_type: str = "landmark", passes: Optional[int] = None) -> List[List[Face]]:
+        """:meth:`predict` for several images at once: ``boxes`` is ``None`` or one entry per image
+        (``None`` runs the detector on that image). Detection runs per image; every model pass
+        takes the faces of all images together, in batches of ``batch_size``. Returns one list of
+        faces per image, in order."""
+        imgs = [self.load_image(im) for im in images]
+        if boxes is not None and len(boxes) != len(imgs):
+            raise ValueError(f"boxes must have one entry per image: {len(boxes)} for {len(imgs)} images")
+        found = [self._find(img, None if boxes is None else boxes[i], box_type) for i, img in enumerate(imgs)]
+        owners = np.concatenate([np.full(len(f.squares), i) for i, f in enumerate(found)]).astype(int) \
+            if found else np.zeros(0, int)
+        squares = np.concatenate([f.squares for f in found]) if found else np.zeros((0, 4))
+        refine = np.concatenate([np.full(len(f.squares), f.refine) for f in found]).astype(bool) \
+            if found else np.zeros(0, bool)
+        landmarks = np.zeros((len(squares), self.scheme.num_points, 2))
+        used = squares.copy()
+        change: List[Optional[float]] = [None] * len(squares)
+        for flag in (False, True):
+            sel = np.flatnonzero(refine == flag)
+            if not len(sel):
+                continue
+            lm, sq, ch = self.refine(imgs, owners[sel], squares[sel], passes=(passes or self.passes) if flag else 1)
+            landmarks[sel], used[sel] = lm, sq
+            if ch is not None:
+                for j, c in zip(sel, ch):
+                    change[j] = float(c)
+        crop_boxes = square_to_box(used[:, :3] * np.array([1.0, 1.0, self.crop_scale]))
+        out: List[List[Face]] = [[] for _ in imgs]
+        counters = [0] * len(imgs)
+        for m, o in enumerate(owners):
+            f, k = found[o], counters[o]
+            counters[o] += 1
+            out[o].append(Face(box=f.boxes[k].astype(np.float64), landmarks=landmarks[m], score=float(f.scores[k]),
+                               crop_box=crop_boxes[m], crop_angle=float(used[m, 3]),
+                               keypoints=f.keypoints[k], recrop_change=change[m]))
+        return out
+
+    def track(self, frames: Iterable[np.ndarray], **options: Any) -> Iterator[List[Face]]:
+        """Faces of a sequence of frames (``(H, W, 3)`` uint8 RGB), one list per frame, tracked:
+        the detector runs on the first frame and whenever tracking is lost, the other frames crop
+        from the previous frame's landmarks (:class:`pyg_sdfl.tracking.FaceTracker`, whose
+        ``options`` these are). Statistics land in :attr:`last_track_stats`."""
+        from pyg_sdfl.tracking import FaceTracker
+
+        tracker = FaceTracker(self, **options)
+        self.last_track_stats = tracker.stats
+        yield from tracker.track(frames)
+
+    # ------------------------------------------------------------------------ face-alignment aliases
+    def get_landmarks_from_image(self, image: ImageInput, detected_faces: Optional[Any] = None) -> Optional[List[np.ndarray]]:
+        """face-alignment's call: a list of ``(N, 2)`` landmark arrays, ``None`` when no face is
+        found. ``detected_faces``: ``(M, 4)`` or ``(M, 5)`` detector boxes (a fifth column, a
+        score, is ignored), as face-alignment takes them."""
+        boxes = None
+        if detected_faces is not None:
+            boxes = np.asarray(detected_faces, dtype=np.float64).reshape(len(detected_faces), -1)[:, :4]
+        faces = self.predict(image, boxes=boxes, box_type="detector")
+        return [f.landmarks for f in faces] or None
+
+    def get_landmarks_from_directory(self, path: Union[str, Path], recursive: bool = True,
+                                     show_progress_bar: bool = True) -> Dict[str, Optional[List[np.ndarray]]]:
+        """face-alignment's call: ``{image path: list of (N, 2) arrays, or None without a face}``
+        for every image under ``path`` (unreadable files are skipped with a warning)."""
+        import warnings
+
+        from tqdm import tqdm
+
+        out: Dict[str, Optional[List[np.ndarray]]] = {}
+        results = self.predict_directory(path, recursive=recursive)
+        for res in tqdm(results, disable=not show_progress_bar, desc="images", unit="img"):
+            if res.error is not None:
+                warnings.warn(res.error)
+                continue
+            out[str(res.path)] = [f.landmarks for f in res.faces] or None
+        return out
+
+    def predict_directory(self, path: Union[str, Path], **options: Any) -> Iterator[Any]:
+        """Every image under ``path`` (:func:`pyg_sdfl.image_folder.predict_directory`, whose
+        ``options`` these are): results per image as they come, decoding in worker processes."""
+        from pyg_sdfl.image_folder import predict_directory
+
+        yield from predict_directory(self, path, **options)
 
     def __repr__(self) -> str:
         return (f"Landmarker({type(self.model).__name__}, scheme={self.scheme.name!r}, image_size={self.image_size}, "
-                f"crop_scale={self.crop_scale}, box_mapping={'yes' if self.box_mapping else 'no'}, "
-                f"flip_test={self.flip_test}, device={self.device})")
+                f"crop_scale={self.crop_scale}, detector={self.detector_name!r}, "
+                f"box_mapping={'yes' if self.box_mapping else 'no'}, passes={self.passes}, "
+                f"align_rotation={self.align_rotation}, flip_test={self.flip_test}, device={self.device})")
 
 
 def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
