@@ -3,13 +3,16 @@
     pyg-sdfl train [hydra overrides...]            same as python experiments/run.py
     pyg-sdfl evaluate [--checkpoint CKPT] [--dataset 300w] --root DIR   metrics as JSON on stdout
     pyg-sdfl graph --dataset 300w --root DIR --k 3                  mine, save, draw on the mean face
-    pyg-sdfl predict IMAGE [IMAGE...] [--box X0 Y0 X1 Y1] [--out annotated.png] [--json]
+    pyg-sdfl predict IMAGE|FOLDER [...] [--box X0 Y0 X1 Y1] [--out annotated.png] [--json]
+                     [--jsonl FILE [--resume]] [--detector NAME] [--passes K] [--workers N]
+    pyg-sdfl video IN.mp4 [--out OUT.mp4] [--jsonl FILE] [--detector NAME] [--passes K]
     pyg-sdfl export --checkpoint RUN/best.ckpt [--out FILE]         the compact fp16 weights file
-    pyg-sdfl fit-box-mapping --root DIR                              Haar box -> landmark square
+    pyg-sdfl fit-box-mapping --root DIR [--detector NAME]            detection -> landmark square
 
 Errors print one line on stderr and exit with code 2. ``predict`` processes every image even when
 some fail (one stderr line and an ``{"image", "error"}`` JSON record each, exit 2 at the end) and
-exits with 1 when the only problem is an image without a face.
+exits with 1 when the only problem is an image without a face; ``video`` exits with 1 when no
+frame had a face. Progress bars are drawn on stderr only when it is a terminal (``--quiet``: never).
 """
 from __future__ import annotations
 
@@ -82,26 +85,68 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
-    from pyg_sdfl.data import load_dataset
-    from pyg_sdfl.detection import (HaarFaceDetector, collect_box_pairs, default_box_mapping_path,
-                                    fit_box_mapping_on_samples, mapping_errors, summarize_errors)
+def _detector_settings(pairs: Optional[List[str]]) -> dict:
+    """``--set KEY=VALUE`` pairs -> detector parameters (values parsed as YAML: 0.5, true, [1, 2])."""
+    import yaml
 
-    detector = HaarFaceDetector(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
-                                min_size=args.min_size, max_side=args.max_side)
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pyg_sdfl.data import load_dataset
+    from pyg_sdfl.detection.mapping import collect_box_pairs, detector_mapping_path, mapping_errors, summarize_errors
+    from pyg_sdfl.detection.fitting import fit_detector_mapping
+    from pyg_sdfl.detection.keypoint_mapping import KeypointMapping, keypoint_errors
+    from pyg_sdfl.detection.registry import create_detector
+    from pyg_sdfl.schemes import get_scheme
+
+    params = _detector_settings(args.set)
+    if args.detector == "haar":  # the Haar flags of earlier versions
+        params = {"scale_factor": args.scale_factor, "min_neighbors": args.min_neighbors, "min_size": args.min_size,
+                  "max_side": args.max_side, **params}
+    detector = create_detector(args.detector, **params)
     train = load_dataset("300w", args.root, "train")
     if args.limit:  # an even spread over the parts, for a quick check
         train = train[:: max(1, len(train) // args.limit)][: args.limit]
     parts = sorted({s.subsets[0] for s in train if s.subsets})
-    mapping = fit_box_mapping_on_samples(train, detector, data=f"300-W train ({', '.join(parts)}): {len(train)} faces")
+    left, right = get_scheme("300w").inter_ocular
+    mapping = fit_detector_mapping(train, detector, (left, right), kind=args.kind,
+                                   data=f"300-W train ({', '.join(parts)}): {len(train)} faces")
     info = mapping.info
     if not args.no_test and (Path(args.root) / "test").is_dir():
         test = load_dataset("300w", args.root, "test")
-        boxes, squares, missed = collect_box_pairs(test, detector)
-        if len(boxes):
-            info["test"] = {"faces_total": len(test), "faces_matched": int(len(boxes)), "faces_unmatched": int(missed),
-                            **summarize_errors(mapping_errors(mapping, boxes, squares))}
-    out = Path(args.out) if args.out else default_box_mapping_path()
+        if isinstance(mapping, KeypointMapping):
+            from pyg_sdfl.geometry import landmark_box, match_detection
+
+            kps, lms, bxs, missed = [], [], [], 0
+            for sample in test:
+                found = detector(sample.load_image())
+                k = match_detection(landmark_box(sample.landmarks), [d.box for d in found])
+                if k is None or found[k].keypoints is None:
+                    missed += 1
+                    continue
+                kps.append(found[k].keypoints)
+                lms.append(sample.landmarks)
+                bxs.append(found[k].box)
+            if kps:
+                err = keypoint_errors(mapping, np.asarray(kps), np.asarray(lms), left, right, np.asarray(bxs))
+                info["test"] = {"faces_total": len(test), "faces_matched": len(kps), "faces_unmatched": missed,
+                                **summarize_errors(err),
+                                "abs_angle_error_deg_median": float(np.median(np.abs(err["angle"])))}
+        else:
+            boxes, squares, missed = collect_box_pairs(test, detector)
+            if len(boxes):
+                info["test"] = {"faces_total": len(test), "faces_matched": int(len(boxes)), "faces_unmatched": int(missed),
+                                **summarize_errors(mapping_errors(mapping, boxes, squares))}
+    out = Path(args.out) if args.out else detector_mapping_path(args.detector)
     mapping.save(out)
     print(json.dumps({"out": str(out), **mapping.to_dict()}, indent=2))
     return 0
@@ -132,10 +177,54 @@ def _predict_out_path(out: Path, index: int, count: int) -> Path:
     return out if count == 1 else out.with_name(f"{out.stem}_{index}{out.suffix}")
 
 
-def _predict_failed(record: dict, message: str) -> None:
-    """Mark one image's record as failed and say so on stderr, one line, as it happens."""
-    record["error"] = message
-    print(f"pyg-sdfl predict: error: {message}", file=sys.stderr, flush=True)
+def _detector_choices() -> Optional[List[str]]:
+    """The registry's detector names for ``--detector``; ``None`` (any string, checked when the
+    model is built) when the registry cannot be imported."""
+    try:
+        from pyg_sdfl.detection.registry import available_detectors
+    except ImportError:
+        return None
+    return sorted(available_detectors())
+
+
+def _load_landmarker(args: argparse.Namespace):
+    """The Landmarker of ``--checkpoint`` (else the shipped 300-W model) with ``--device``,
+    ``--flip-test``, ``--detector`` and ``--passes``."""
+    from pyg_sdfl.inference import Landmarker
+
+    kwargs = {"device": args.device, "flip_test": bool(getattr(args, "flip_test", False))}
+    if args.detector is not None:
+        kwargs["detector"] = args.detector
+    if args.passes is not None:
+        kwargs["passes"] = args.passes
+    if args.checkpoint:
+        return Landmarker.from_checkpoint(args.checkpoint, **kwargs)
+    return Landmarker.from_pretrained("300w", **kwargs)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars go to stderr only when it is a terminal (never into logs, pipes or captured
+    output) and --quiet is not given."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+class _Console:
+    """Lines to stdout/stderr that do not tear a tqdm bar (tqdm.write while one is shown)."""
+
+    def __init__(self, bar=None) -> None:
+        self.bar = bar
+
+    def out(self, line: str) -> None:
+        self._write(line, sys.stdout)
+
+    def err(self, line: str) -> None:
+        self._write(line, sys.stderr)
+
+    def _write(self, line: str, stream) -> None:
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(line, file=stream)
+        else:
+            print(line, file=stream, flush=True)
 
 
 def _write_annotated(path: Path, image, faces) -> None:
@@ -152,15 +241,40 @@ def _write_annotated(path: Path, image, faces) -> None:
         raise OSError(f"could not write {path}")
 
 
+_NO_FACE_LINES = 20  # "no face found" lines listed on stderr at most; the records have them all
+
+
+def _predict_inputs(inputs: List[str]) -> List[dict]:
+    """One ``{"image"}`` entry per image to process: files as given (any suffix), the images of
+    each folder (recursively, sorted). A folder without images is an ``{"image", "error"}`` entry."""
+    from pyg_sdfl.image_folder import find_images
+
+    entries = []
+    for item in inputs:
+        if Path(item).is_dir():
+            try:
+                entries.extend({"image": str(p)} for p in find_images(item, recursive=True))
+            except ValueError as exc:
+                entries.append({"image": str(item), "error": str(exc)})
+        else:
+            entries.append({"image": str(item)})
+    return entries
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Every image is processed, whatever happens to the others. Each image that cannot be read
     (or whose --box does not fit it, or whose annotated copy cannot be written) gets one line on
     stderr and a ``{"image", "error"}`` record in the JSON; the good ones' results are all
-    printed. Exit code: 2 if any image failed, else 1 if any image had no face, else 0."""
-    import numpy as np
+    printed. Exit code: 2 if any image failed, else 1 if any image had no face, else 0.
 
-    from pyg_sdfl.data.sample import ImageLoadError
-    from pyg_sdfl.inference import Landmarker
+    Files are decoded in ``--workers`` processes and ``--batch-images`` images at a time go through
+    the model together. ``--jsonl`` writes each record as soon as it is known (flushed);
+    ``--resume`` skips the images FILE already has with ``"faces"`` and appends to it."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from pyg_sdfl.image_folder import JsonlWriter, completed_images, predict_images
+    from pyg_sdfl.inference import default_detector_name
 
     boxes = None
     if args.box:
@@ -171,51 +285,121 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"--out {out}: use a .png (or .jpg) file name")
-    results = [{"image": str(image)} for image in args.images]
-    landmarker = None  # loaded with the first readable image: no model load when none is
-    without = []
-    for index, (record, image_path) in enumerate(zip(results, args.images)):
-        try:
-            image = Landmarker.load_image(image_path)  # ImageLoadError names the file
-        except ImageLoadError as exc:
-            _predict_failed(record, str(exc))
-            continue
-        if landmarker is None:  # a model that cannot be loaded is an error of the whole command
-            landmarker = (Landmarker.from_checkpoint(args.checkpoint, device=args.device, flip_test=args.flip_test)
-                          if args.checkpoint else
-                          Landmarker.from_pretrained("300w", device=args.device, flip_test=args.flip_test))
-        try:
-            faces = landmarker.predict(image, boxes=boxes, box_type=args.box_type)
-        except ValueError as exc:  # a --box outside this image
-            message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
-            _predict_failed(record, message)
-            continue
-        record["faces"] = [f.to_dict() for f in faces]
-        if not faces:
-            without.append(image_path)
-        elif out is not None:
-            path = _predict_out_path(out, index, len(args.images))
-            try:
-                _write_annotated(path, image, faces)
-                record["annotated"] = str(path)
-            except OSError as exc:
-                _predict_failed(record, str(exc))
-    if args.json:
-        json.dump(results, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        for res in results:
-            if "faces" not in res:
+    if args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: expected 0 (decode in this process) or more")
+    if args.batch_images < 1:
+        raise ValueError(f"--batch-images {args.batch_images}: expected 1 or more")
+    if args.resume and not args.jsonl:
+        raise ValueError("--resume needs --jsonl FILE (the records of the run to resume)")
+    if args.passes is not None and args.passes < 1:
+        raise ValueError(f"--passes {args.passes}: expected 1 or more")
+
+    entries = _predict_inputs(args.images)
+    done = completed_images(args.jsonl) if args.resume else set()
+    todo = [e for e in entries if "error" not in e and e["image"] not in done]
+    skipped = sum("error" not in e and e["image"] in done for e in entries)
+    has_folder = any(Path(item).is_dir() for item in args.images)
+    show_bar = _show_progress(args) and (len(todo) > 1 or has_folder)
+    bar = tqdm(total=len(todo), unit="image", desc="predict", file=sys.stderr, leave=False, disable=not show_bar)
+    console = _Console(bar)
+    if args.resume and skipped:
+        console.err(f"pyg-sdfl predict: resuming {args.jsonl}: {skipped} image(s) already done, {len(todo)} to go")
+    writer = JsonlWriter(args.jsonl, append=bool(args.resume)) if args.jsonl else None
+    # the model is loaded with the first readable image: none at all when no image is readable
+    results = predict_images(lambda: _load_landmarker(args), [e["image"] for e in todo], batch_images=args.batch_images,
+                             num_workers=args.workers, boxes=boxes, box_type=args.box_type)
+    records = []  # kept for --json only
+    without: List[str] = []
+    failed = with_faces = 0
+    try:
+        for index, entry in enumerate(entries):
+            if "error" not in entry and entry["image"] in done:
                 continue
-            print(f"{res['image']}: {len(res['faces'])} face(s)" + (f" -> {res['annotated']}" if "annotated" in res else ""))
-            for face in res["faces"]:
-                print(f"  box {face['box']} score {face['score']}")
-    for image_path in without:
-        print(f"pyg-sdfl predict: no face found in {image_path} (the Haar frontal-face detector found none; "
+            record = dict(entry)
+            if "error" not in record:
+                result = next(results)
+                if result.error is not None:
+                    record["error"] = result.error
+                else:
+                    record["faces"] = [f.to_dict() for f in result.faces]
+                    with_faces += bool(result.faces)
+                    if not result.faces:
+                        without.append(record["image"])
+                    elif out is not None:
+                        path = _predict_out_path(out, index, len(entries))
+                        try:
+                            _write_annotated(path, result.image, result.faces)
+                            record["annotated"] = str(path)
+                        except OSError as exc:
+                            record["error"] = str(exc)
+                bar.update(1)
+            if "error" in record:  # one line on stderr, as it happens
+                failed += 1
+                console.err(f"pyg-sdfl predict: error: {record['error']}")
+            if writer is not None:
+                writer.write(record)
+            if args.json:
+                records.append(record)
+            elif "faces" in record:
+                console.out(f"{record['image']}: {len(record['faces'])} face(s)"
+                            + (f" -> {record['annotated']}" if "annotated" in record else ""))
+                for face in record["faces"]:
+                    console.out(f"  box {face['box']} score {face['score']}")
+    finally:
+        results.close()  # stops the decoding workers, also when the loop ends early
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if args.json:
+        json.dump(records, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    detector = args.detector or default_detector_name()
+    for image_path in without[:_NO_FACE_LINES]:
+        print(f"pyg-sdfl predict: no face found in {image_path} (the {detector!r} face detector found none; "
               "give the face's box with --box X0 Y0 X1 Y1)", file=sys.stderr)
-    if any("error" in r for r in results):
+    if len(without) > _NO_FACE_LINES:
+        print(f"pyg-sdfl predict: ... and {len(without) - _NO_FACE_LINES} more image(s) without a face "
+              '(their records have "faces": [])', file=sys.stderr)
+    if show_bar:  # a terminal: the run's tally after the bar
+        print(f"pyg-sdfl predict: {with_faces} image(s) with faces, {len(without)} without, {failed} failed"
+              + (f", {skipped} skipped (already in {args.jsonl})" if skipped else ""), file=sys.stderr)
+    if failed:
         return 2
     return 1 if without else 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    """Track the faces of a video; an annotated copy (--out) and/or one JSON line per frame
+    (--jsonl); a one-line summary on stdout. Exit code 0, 1 when no frame had a face, 2 for errors."""
+    from pyg_sdfl.video import annotate_video
+
+    if args.out is None and args.jsonl is None:
+        raise ValueError("give --out OUT.mp4 (an annotated copy) and/or --jsonl FILE (landmarks per frame)")
+    if args.passes is not None and args.passes < 1:
+        raise ValueError(f"--passes {args.passes}: expected 1 or more")
+    stats = annotate_video(lambda: _load_landmarker(args), args.input, out_path=args.out, jsonl_path=args.jsonl,
+                           progress=_show_progress(args))
+    written = ", ".join(str(p) for p in (stats["out"], stats["jsonl"]) if p)
+    runs = stats["detector_runs"]
+    print(f"{stats['video']}: {stats['frames']} frames, {stats['faces']} faces "
+          f"({stats['frames_with_faces']} frames with a face), {'?' if runs is None else runs} detector runs, "
+          f"{stats['fps']} frames/s -> {written}")
+    if stats["frames_with_faces"] == 0:
+        print(f"pyg-sdfl video: no face found in any frame of {stats['video']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _model_arguments(parser: argparse.ArgumentParser, detectors: Optional[List[str]]) -> None:
+    parser.add_argument("--checkpoint", default=None,
+                        help="a training checkpoint (best.ckpt) or exported weights instead of the shipped model")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--detector", default=None, choices=detectors, metavar="NAME",
+                        help="the face detector" + (f": {', '.join(detectors)}" if detectors else "")
+                             + " (default: the Landmarker's, see docs/predict.md)")
+    parser.add_argument("--passes", type=int, default=None, metavar="K",
+                        help="model passes per detected face: 1 crops from the detection, each further pass re-crops "
+                             "around the previous landmarks (default: the Landmarker's)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -243,22 +427,45 @@ def _parser() -> argparse.ArgumentParser:
     gr.add_argument("--mode", default="separate", choices=["separate", "joint"])
     gr.add_argument("--out", default=None, help="output .pt path (the PNG goes next to it)")
 
-    pr = sub.add_parser("predict", help="landmarks of the faces in photos (the shipped 300-W model by default)")
-    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
+    detectors = _detector_choices()
+    pr = sub.add_parser("predict", help="landmarks of the faces in photos and folders of photos (the shipped 300-W model "
+                                        "by default)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE",
+                    help="image files (any format OpenCV reads) or folders (searched recursively for "
+                         ".jpg/.png/.bmp/.tif/.webp/... files, any case)")
     pr.add_argument("--box", nargs=4, type=float, action="append", metavar=("X0", "Y0", "X1", "Y1"),
                     help="a face box in pixels (repeat for several faces; applies to every IMAGE); without it the "
-                         "Haar face detector finds the faces")
+                         "face detector finds the faces")
     pr.add_argument("--box-type", choices=["landmark", "detector"], default="landmark",
                     help="landmark: --box is tight around the face's landmarks (jaw to brows; default); "
-                         "detector: a face-detector box, mapped like a Haar detection")
+                         "detector: a face-detector box, mapped like a detection")
     pr.add_argument("--out", default=None, help="write an annotated PNG (for several images: OUT_<index>.png)")
     pr.add_argument("--json", action="store_true", help='print [{"image", "faces": [{"box", "score", "landmarks"}]}]; an image that failed is '
                          '{"image", "error"}')
-    pr.add_argument("--checkpoint", default=None, help="a training checkpoint (best.ckpt) instead of the shipped model")
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--jsonl", default=None, metavar="FILE",
+                    help="write one JSON record per image to FILE as it is done (JSON Lines, the records of --json)")
+    pr.add_argument("--resume", action="store_true",
+                    help="with --jsonl: skip the images FILE already has with faces (failed ones are tried again) and "
+                         "append to it")
+    _model_arguments(pr, detectors)
+    pr.add_argument("--workers", type=int, default=2, metavar="N",
+                    help="processes decoding image files (default 2; 0 decodes in the main process)")
+    pr.add_argument("--batch-images", type=int, default=8, metavar="N",
+                    help="images whose faces go through the model together (default 8)")
+    pr.add_argument("--quiet", action="store_true",
+                    help="no progress bar (one is shown on stderr when it is a terminal and there are several images "
+                         "or a folder)")
     pr.add_argument("--flip-test", action="store_true",
                     help="average each face with its mirror image (twice the model cost); helps models trained with "
                          "flips, not the shipped one (docs/results.md)")
+
+    vid = sub.add_parser("video", help="track the faces of a video: an annotated copy and/or JSON Lines per frame")
+    vid.add_argument("input", metavar="IN", help="a video file (mp4, mov, avi, mkv, webm, ...: what OpenCV's FFmpeg reads)")
+    vid.add_argument("--out", default=None, help="the annotated copy: .mp4 (mp4v) or .avi (MJPG)")
+    vid.add_argument("--jsonl", default=None, metavar="FILE",
+                     help='one JSON line per frame: {"frame", "time_s", "faces": [{"box", "score", "landmarks", ...}]}')
+    _model_arguments(vid, detectors)
+    vid.add_argument("--quiet", action="store_true", help="no progress bar (one is shown when stderr is a terminal)")
 
     exp = sub.add_parser("export", help="write the compact fp16 weights file shipped in pyg_sdfl/weights/")
     exp.add_argument("--checkpoint", required=True, help="training checkpoint (best.ckpt)")
@@ -272,15 +479,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="where it was trained, for the record (default: from --metrics' meta, else this machine)")
     exp.add_argument("--notes", default=None)
 
-    fb = sub.add_parser("fit-box-mapping", help="fit the Haar-box -> landmark-square mapping on 300-W training faces")
+    fb = sub.add_parser("fit-box-mapping", help="fit a detector's detection -> landmark-square mapping on 300-W training faces")
     fb.add_argument("--root", required=True, help="300-W root (train/<part>/*.pts + images; test/ is scored if present)")
-    fb.add_argument("--out", default=None, help="output JSON (default: the package's pyg_sdfl/weights/haar_box_mapping.json)")
+    fb.add_argument("--detector", default="haar",
+                    help="the detector (a name of pyg_sdfl/configs/detector/; default haar)")
+    fb.add_argument("--kind", choices=["box", "keypoints"], default="box",
+                    help="box (default): the first crop from the detector's box; keypoints: from its five points "
+                         "(measured worse on turned and occluded faces: pyg_sdfl/detection/fitting.py)")
+    fb.add_argument("--set", action="append", metavar="KEY=VALUE", help="a detector setting (repeat), e.g. --set score_threshold=0.6")
+    fb.add_argument("--out", default=None,
+                    help="output JSON (default: the package's pyg_sdfl/weights/<detector>_box_mapping.json)")
     fb.add_argument("--no-test", action="store_true", help="do not score the mapping on root/test")
     fb.add_argument("--limit", type=int, default=None, help="use only this many training faces (a quick check)")
-    fb.add_argument("--scale-factor", type=float, default=1.1)
-    fb.add_argument("--min-neighbors", type=int, default=5)
-    fb.add_argument("--min-size", type=int, default=30)
-    fb.add_argument("--max-side", type=int, default=1024)
+    fb.add_argument("--scale-factor", type=float, default=1.1, help="haar only")
+    fb.add_argument("--min-neighbors", type=int, default=5, help="haar only")
+    fb.add_argument("--min-size", type=int, default=30, help="haar only")
+    fb.add_argument("--max-side", type=int, default=1024, help="haar only")
     return parser
 
 
@@ -296,8 +510,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         return {"evaluate": _cmd_evaluate, "graph": _cmd_graph, "fit-box-mapping": _cmd_fit_box_mapping,
-                "predict": _cmd_predict, "export": _cmd_export}[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+                "predict": _cmd_predict, "video": _cmd_video, "export": _cmd_export}[args.command](args)
+    except (ValueError, KeyError, OSError, RuntimeError, ImportError) as err:  # ImportError: a detector's extra
         print(f"pyg-sdfl {args.command}: error: {err}", file=sys.stderr)
         return 2
 
