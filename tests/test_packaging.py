@@ -15,9 +15,9 @@ def _pins(lines):
         line = line.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
-        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)\s*(;.*)?", line)
         assert m, f"unpinned requirement: {line!r}"
-        pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+        pins[m.group(1).lower().replace("_", "-")] = (m.group(2), (m.group(3) or "").replace(" ", ""))
     return pins
 
 
@@ -49,3 +49,20 @@ def test_ci_runs_readme_test_command():
     assert test_cmd.split("&&")[-1].strip() in ci
     pip_part = next(p.strip() for p in install_cmd.split("&&") if p.strip().startswith("pip install"))
     assert pip_part in ci
+
+
+def test_the_default_detector_is_installed_where_its_wheel_exists():
+    """yuface is a dependency on CPython 3.11 x86-64 Linux (its only wheel): there the default detector's tests
+    must run, not skip, and the Landmarker must not fall back to Haar."""
+    import importlib.util
+    import platform
+    import sys
+
+    import pytest
+
+    if not (sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64" and sys.platform == "linux"):
+        pytest.skip("the yuface wheel exists for CPython 3.11 on x86-64 Linux only")
+    assert importlib.util.find_spec("yuface") is not None, "pip install -e . should have installed yuface"
+    from pyg_sdfl.inference import default_detector_name
+
+    assert default_detector_name() == "yuface"
