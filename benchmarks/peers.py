@@ -17,9 +17,12 @@ NME normalised by the inter-ocular distance, outer eye corners 36/45; FR and AUC
   applied to every evaluated face's landmark box, so every face gets a box even where the
   detector misses it. How many evaluated faces the detector itself finds is reported, with both
   methods' scores on that subset using the detector's actual boxes.
-* Ours end to end, as ``pyg-sdfl predict`` runs on a photo: OpenCV's Haar detector plus the
-  fitted box mapping, no ground truth used; the detection that overlaps the annotated face's
-  landmark box (IoU >= ``--min-iou``) is scored, on the faces found.
+* Ours end to end, as ``pyg-sdfl predict`` runs on a photo, one row per detector (``--detectors``,
+  default every installed one, each with its shipped fitted mapping) and number of passes
+  (``--passes``: 1 = the detector's crop only, then re-crops from the prediction); no ground truth
+  used; the detection that matches the annotated face's landmark box (IoU >= ``--min-iou``) is
+  scored, on the faces found. Their ms/image include the detector and every pass.
+* dlib end to end: dlib's own detector plus its 68-point predictor, in the same table.
 * ``--flip-test``: also our model with test-time flip averaging (twice the model cost).
 
 Timing: CPU, batch 1, ``--threads`` torch threads (OpenCV 1 thread; dlib is single-threaded),
@@ -43,6 +46,9 @@ from _common import append_markdown, describe, load_ours, metadata, predict_in_b
 from pyg_sdfl.data import load_dataset
 from pyg_sdfl.metrics import nme, summarize
 from pyg_sdfl.detection import DlibFaceDetector, fit_box_style, require_dlib
+from pyg_sdfl.detection.mapping import load_detector_mapping
+from pyg_sdfl.detection.registry import installed_detectors
+from pyg_sdfl.inference import Landmarker
 from pyg_sdfl.geometry import box_iou, landmark_box, match_detection
 from pyg_sdfl.peers import DlibShapePredictor
 
@@ -58,6 +64,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="our model (best.ckpt or an exported file); default: the shipped 300-W model")
     p.add_argument("--no-ours", action="store_true", help="run dlib only")
     p.add_argument("--flip-test", action="store_true", help="add rows for our model with test-time flip averaging")
+    p.add_argument("--detectors", nargs="+", default=None,
+                   help="detectors for our end-to-end rows (default: every installed one with a shipped mapping)")
+    p.add_argument("--passes", nargs="+", type=int, default=[1, 2, 3], help="model passes of the end-to-end rows")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--markdown", default=None, help="also append the Markdown table to this file")
     p.add_argument("--min-iou", type=float, default=0.3, help="IoU for a detection to count as the face")
@@ -102,6 +111,22 @@ def score(pred: np.ndarray, target: np.ndarray, threshold: float) -> Dict[str, A
     return {"summary": stats, "nme_per_face": errors}
 
 
+def end_to_end(lm: Landmarker, image: np.ndarray, box: np.ndarray, passes: int, min_iou: float) -> Optional[List[np.ndarray]]:
+    """Our end-to-end prediction of the annotated face after each of ``passes`` passes, or ``None``
+    when the detector misses it: detection, mapping, then re-crops (the Landmarker's public steps)."""
+    detections = lm.detect(image)
+    k = match_detection(box, [d.box for d in detections], min_iou) if detections else None
+    if k is None:
+        return None
+    squares = lm.squares_from_detections([detections[k]])
+    out = []
+    for _ in range(passes):
+        landmarks = lm.landmarks_in_squares([image], [0], squares)
+        out.append(landmarks[0])
+        squares = lm.squares_from_landmarks(landmarks)
+    return out
+
+
 def markdown(rows: List[Dict[str, Any]], threshold: float, decode_ms: float) -> str:
     pct = int(round(100 * threshold))
     lines = [f"| method | box | faces | NME (%) | FR@{pct} (%) | AUC@{pct} | ms/face |",
@@ -113,7 +138,7 @@ def markdown(rows: List[Dict[str, Any]], threshold: float, decode_ms: float) -> 
                      f"{s['auc']:.4f} | {ms} |")
     lines.append("")
     lines.append(f"ms/face: CPU, batch 1, from the image file (JPEG decode {decode_ms:.2f} ms included) to landmarks "
-                 "in image pixels; face detection not included.")
+                 "in image pixels; face detection included only in the end-to-end rows (detector + passes, dlib end to end).")
     return "\n".join(lines) + "\n"
 
 
@@ -144,18 +169,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"predicting {len(faces)} {args.split} faces ...", file=sys.stderr)
     preds: Dict[str, List[np.ndarray]] = {"dlib_gt": [], "dlib_style": [], "ours": [], "ours_flip": []}
     det_index, det_pred = [], []
-    haar_index, haar_pred = [], []
+    names = [n for n in (args.detectors or installed_detectors()) if load_detector_mapping(n) is not None]
+    e2e = {} if ours is None else {
+        n: Landmarker.from_pretrained("300w", device="cpu", detector=n) if not args.checkpoint else
+        Landmarker.from_checkpoint(args.checkpoint, device="cpu", detector=n) for n in names}
+    e2e_found: Dict[str, List[int]] = {n: [] for n in e2e}
+    e2e_pred: Dict[str, List[List[np.ndarray]]] = {n: [] for n in e2e}
+    max_passes = max(args.passes)
     for i, s in enumerate(faces):
         image = s.load_image()
         preds["dlib_gt"].append(predictor(image, gt_boxes[i]))
         preds["dlib_style"].append(predictor(image, styled_boxes[i]))
         if ours is not None:
             preds["ours"].append(predict_in_box(ours, image, gt_boxes[i]))
-            found = ours.predict(image)  # Haar detector + box mapping: no ground truth used
-            match = match_detection(gt_boxes[i], [f.box for f in found], args.min_iou) if found else None
-            if match is not None:
-                haar_index.append(i)
-                haar_pred.append(found[match].landmarks)
+        for n, lm in e2e.items():  # detector + mapping + re-crops: no ground truth used
+            got = end_to_end(lm, image, gt_boxes[i], max_passes, args.min_iou)
+            if got is not None:
+                e2e_found[n].append(i)
+                e2e_pred[n].append(got)
         if ours_flip is not None:
             preds["ours_flip"].append(predict_in_box(ours_flip, image, gt_boxes[i]))
         det = detect_face(detector, image, gt_boxes[i], args.min_iou)
@@ -170,10 +201,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "dlib_gt": lambda s: predictor(s.load_image(), landmark_box(s.landmarks)),
         "dlib_style": lambda s: predictor(s.load_image(), style.detector_boxes(landmark_box(s.landmarks))[0]),
         "dlib_detector_only": lambda s: detector(s.load_image(), 0),
+        "dlib_end_to_end": lambda s: [predictor(im, d.box) for im in [s.load_image()] for d in detector(im, 0)],
     }
+    for n, lm in e2e.items():
+        runs[f"{n}_detector_only"] = (lambda l: lambda s: l.detect(s.load_image()))(lm)
+        for k in args.passes:
+            runs[f"ours_{n}_p{k}"] = (lambda l, k: lambda s: l.predict(s.load_image(), passes=k))(lm, k)
     if ours is not None:
         runs["ours"] = lambda s: predict_in_box(ours, s.load_image(), landmark_box(s.landmarks))
-        runs["haar_detector_only"] = lambda s: ours.detector(s.load_image())
     if ours_flip is not None:
         runs["ours_flip"] = lambda s: predict_in_box(ours_flip, s.load_image(), landmark_box(s.landmarks))
     timing = time_methods(runs, timed, repeats=args.repeats)
@@ -187,11 +222,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append({"method": "pyg_sdfl (ours) + flip test", "box": f"own crop: {protocol}", "key": "ours_flip",
                      **score(np.stack(preds["ours_flip"]), target, args.threshold),
                      "ms_per_face": timing["ours_flip"]["median_ms"]})
-    if haar_index:
-        idx = np.array(haar_index)
-        rows.append({"method": "pyg_sdfl (ours)", "box": "Haar detector + box mapping (found faces only)",
-                     "key": "ours_haar", **score(np.stack(haar_pred), target[idx], args.threshold),
-                     "ms_per_face": None})
+    for n in e2e:
+        if not e2e_found[n]:
+            continue
+        idx = np.array(e2e_found[n])
+        kind = getattr(e2e[n].box_mapping, "kind", "box")
+        for k in args.passes:
+            rows.append({"method": "pyg_sdfl (ours)", "box": f"{n} detector + {kind} mapping, {k} pass{'es' if k > 1 else ''}",
+                         "key": f"ours_{n}_p{k}", "detector": n, "passes": k,
+                         **score(np.stack([p[k - 1] for p in e2e_pred[n]]), target[idx], args.threshold),
+                         "ms_per_face": timing[f"ours_{n}_p{k}"]["median_ms"]})
     rows.append({"method": "dlib 68", "box": "ground-truth landmark box", "key": "dlib_gt",
                  **score(np.stack(preds["dlib_gt"]), target, args.threshold), "ms_per_face": timing["dlib_gt"]["median_ms"]})
     rows.append({"method": "dlib 68", "box": "dlib-detector-style box (fitted)", "key": "dlib_style",
@@ -199,8 +239,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "ms_per_face": timing["dlib_style"]["median_ms"]})
     if det_index:
         idx = np.array(det_index)
-        rows.append({"method": "dlib 68", "box": "dlib detector's own box (found faces only)", "key": "dlib_detector",
-                     **score(np.stack(det_pred), target[idx], args.threshold), "ms_per_face": None})
+        rows.append({"method": "dlib 68", "box": "dlib detector's own box (found faces only): dlib end to end",
+                     "key": "dlib_detector", **score(np.stack(det_pred), target[idx], args.threshold),
+                     "ms_per_face": timing["dlib_end_to_end"]["median_ms"]})
         if ours is not None and len(det_index) < len(faces):
             rows.append({"method": "pyg_sdfl (ours)", "box": "own crop, same found faces", "key": "ours_found",
                          **score(np.stack(preds["ours"])[idx], target[idx], args.threshold), "ms_per_face": None})
@@ -211,7 +252,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     header = (f"Peer comparison: 300-W {args.split} ({len(faces)} faces, {args.root}); NME normalised by the "
               f"inter-ocular distance (outer eye corners 36/45); FR/AUC at {args.threshold:g}. dlib's better box: "
               f"{best['box']}. dlib detector found {len(det_index)}/{len(faces)} faces"
-              + (f", our Haar detector {len(haar_index)}/{len(faces)}" if ours is not None else "") + ".\n\n")
+              + "".join(f", {n} {len(e2e_found[n])}/{len(faces)}" for n in e2e) + ".\n\n")
     print(header + table)
     append_markdown(args.markdown, header + table)
 
@@ -224,15 +265,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                       "formula": "c' = c + (dx w, dy h), w' = sx w, h' = sy h (c, w, h of the tight landmark box)"},
         "detector_on_eval": {"found": len(det_index), "of": len(faces), "upsample": "0, then 1 if missed",
                              "min_iou": args.min_iou},
-        "haar_on_eval": ({"found": len(haar_index), "of": len(faces), "min_iou": args.min_iou,
-                          "missed": [faces[i].name for i in sorted(set(range(len(faces))) - set(haar_index))]}
-                         if ours is not None else None),
+        "detectors_on_eval": {n: {"found": len(e2e_found[n]), "of": len(faces), "min_iou": args.min_iou,
+                                  "mapping": getattr(e2e[n].box_mapping, "kind", "box"),
+                                  "missed": [faces[i].name for i in sorted(set(range(len(faces))) - set(e2e_found[n]))]}
+                              for n in e2e},
         "timing": {**timing, "protocol": (
             f"CPU, batch 1, torch threads {args.threads}, OpenCV 1 thread, dlib single-threaded; "
             f"{args.repeats} interleaved rounds of one timed pass per method over {len(timed)} faces after 1 warm-up "
             "pass, median ms/face; "
             "from the image file: decode + box + pre-processing + prediction + mapping to image pixels; "
-            "no face detection (dlib_detector_only and haar_detector_only time it alone, per image)")},
+            "no face detection in the rows with a given box; the end-to-end rows (ours_<detector>_p<passes>, "
+            "dlib_end_to_end) include it; <detector>_detector_only times it alone, per image")},
         "ours": describe(ours) if ours is not None else None,
         "dlib": {"model": predictor.model_path.name, "version": getattr(require_dlib(), "__version__", "unknown"),
                  "note": "dlib returns integer pixel positions"},

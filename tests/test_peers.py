@@ -63,7 +63,8 @@ def test_dlib_predicts_68_points_on_real_300w_faces(predictor, w300_root):
 
 
 def test_peers_benchmark_script_end_to_end(predictor, w300_root, tmp_path):
-    """benchmarks/peers.py on a handful of faces: every row, the Haar path and the JSON it writes."""
+    """benchmarks/peers.py on a handful of faces: every row, the end-to-end detector x passes rows (Haar, which
+    is always installed) and the JSON it writes."""
     import json
     import subprocess
     from pathlib import Path
@@ -75,7 +76,8 @@ def test_peers_benchmark_script_end_to_end(predictor, w300_root, tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
     out = tmp_path / "peers.json"
     run = subprocess.run([sys.executable, str(script), "--root", str(w300_root), "--max-faces", "3", "--fit-faces", "40",
-                          "--repeats", "1", "--timing-faces", "1", "--flip-test", "--out", str(out)],
+                          "--repeats", "1", "--timing-faces", "1", "--flip-test", "--detectors", "haar", "--passes", "1", "2",
+                          "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     payload = json.loads(out.read_text())
@@ -83,8 +85,12 @@ def test_peers_benchmark_script_end_to_end(predictor, w300_root, tmp_path):
     assert {"ours", "ours_flip", "dlib_gt", "dlib_style"} <= set(rows)
     assert all(rows[k]["summary"]["count"] == 3 for k in ("ours", "ours_flip", "dlib_gt", "dlib_style"))
     assert rows["ours"]["summary"]["nme"] != rows["ours_flip"]["summary"]["nme"]
-    found = payload["haar_on_eval"]["found"]
-    assert found + len(payload["haar_on_eval"]["missed"]) == 3
+    found = payload["detectors_on_eval"]["haar"]["found"]
+    assert found + len(payload["detectors_on_eval"]["haar"]["missed"]) == 3
     if found:
-        assert rows["ours_haar"]["summary"]["count"] == found and rows["ours_haar"]["ms_per_face"] is None
+        for k in (1, 2):
+            row = rows[f"ours_haar_p{k}"]
+            assert row["summary"]["count"] == found and row["passes"] == k and row["ms_per_face"] > 0
+        assert rows["ours_haar_p1"]["summary"]["nme"] != rows["ours_haar_p2"]["summary"]["nme"]
     assert payload["timing"]["haar_detector_only"]["median_ms"] > 0
+    assert rows["dlib_detector"]["ms_per_face"] > 0  # dlib end to end, timed in the same run
