@@ -182,3 +182,18 @@ def test_rotate_and_occlude_keep_the_landmarks_exact(test_faces):
     x0, y0, x1, y1 = landmark_box(pts)
     assert 0.15 * (x1 - x0) * (y1 - y0) < changed <= 0.35 * (x1 - x0) * (y1 - y0)
     np.testing.assert_array_equal(occlude_face(image, pts, 0.0, np.random.default_rng(0)), image)
+
+
+def test_recrop_converges_on_a_synthetic_face(shipped):
+    """No dataset needed: a procedurally rendered face (pyg_sdfl.data.synthetic), started from a square 20% off and
+    30% too large; the re-crop's moves shrink pass after pass, and the converged landmarks sit inside the face."""
+    from pyg_sdfl.data.synthetic import SyntheticFaces
+
+    image, pts, _ = SyntheticFaces(1, seed=3, image_size=256).render(0)
+    cx, cy, side = landmark_square(pts)
+    bad = np.array([[cx + 0.2 * side, cy + 0.1 * side, 1.3 * side, 0.0]])
+    changes = [float(shipped.refine([image], [0], bad, passes=p)[2][0]) for p in (2, 3, 4)]
+    assert changes[0] > changes[2] and changes[2] < 0.02, changes
+    final, sq, _ = shipped.refine([image], [0], bad, passes=4)
+    assert np.linalg.norm(sq[0, :2] - [cx, cy]) < 0.1 * side  # the square came back to the face
+    assert abs(np.log(sq[0, 2] / side)) < 0.15

@@ -14,9 +14,9 @@ Why the box is the default (``benchmarks/first_crop.py``, shipped model, 2-core 
 300-W test/lfpw the keypoint mapping's first crop is a little better (yuface: first-pass NME 3.32%
 against 3.34%), and after one re-crop both are at 3.29-3.30%; on turned (<= 60 degrees) and 0-40%
 occluded copies of test faces, occluded keypoints give the first crop a wrong roll (yuface: median
-error 8.9 degrees, 90th percentile 41) and after two passes the NME is 5.5% (keypoints) against
+error 8.7 degrees, 90th percentile 39) and after two passes the NME is 5.9% (keypoints) against
 4.7% (box: an upright first crop, then re-crops that follow the predicted roll); MTCNN alike
-(5.4% against 4.4%). docs/predict.md has the table.
+(5.0% against 4.3%). docs/predict.md has the table.
 """
 from __future__ import annotations
 
