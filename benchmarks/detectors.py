@@ -33,7 +33,7 @@ import torch
 from _common import append_markdown, metadata, write_json
 from pyg_sdfl.data import load_dataset
 from pyg_sdfl.data.perturbations import occlude_face, rotate_face
-from pyg_sdfl.detection.registry import create_detector, detector_from_record, installed_detectors
+from pyg_sdfl.detection.registry import detector_fitted_with, installed_detectors
 from pyg_sdfl.detection.mapping import load_detector_mapping
 from pyg_sdfl.geometry import box_iou, landmark_box, match_detection
 from pyg_sdfl.inference import Landmarker
@@ -61,12 +61,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def build(name: str) -> Any:
     """The detector with the settings its shipped mapping was fitted with (else its defaults)."""
-    mapping = load_detector_mapping(name)
-    record = dict(getattr(mapping, "detector", {}) or {})
-    if record:
-        record.setdefault("name", name)
-        return detector_from_record(record)
-    return create_detector(name)
+    return detector_fitted_with(load_detector_mapping(name), name)
 
 
 def run_split(detector: Any, samples: List[Any], min_iou: float) -> Dict[str, Any]:

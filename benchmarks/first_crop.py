@@ -53,12 +53,8 @@ def per_pass(lm: Landmarker, items: List[Dict[str, Any]], detections: List[Any],
         sq = lm.squares_from_detections([d])
         truth = it["landmarks"]
         roll_err.append(abs((sq[0, 3] - line_angle(truth[36], truth[45]) + 180) % 360 - 180))
-        row = []
-        for _ in range(passes):
-            pred = lm.landmarks_in_squares([it["image"]], [0], sq)
-            row.append(float(nme(pred, truth[None], "300w")[0]))
-            sq = lm.squares_from_landmarks(pred)
-        errs.append(row)
+        errs.append([float(nme(pred, truth[None], "300w")[0])
+                     for pred, _ in lm.iterate_passes([it["image"]], [0], sq, passes)])
     e = np.array(errs)
     return {"faces": len(e), "nme_per_pass": e.mean(axis=0).tolist(), "fr_per_pass": (e > 0.1).mean(axis=0).tolist(),
             "first_crop_abs_roll_error_deg": {"median": float(np.median(roll_err)),

@@ -118,13 +118,8 @@ def end_to_end(lm: Landmarker, image: np.ndarray, box: np.ndarray, passes: int, 
     k = match_detection(box, [d.box for d in detections], min_iou) if detections else None
     if k is None:
         return None
-    squares = lm.squares_from_detections([detections[k]])
-    out = []
-    for _ in range(passes):
-        landmarks = lm.landmarks_in_squares([image], [0], squares)
-        out.append(landmarks[0])
-        squares = lm.squares_from_landmarks(landmarks)
-    return out
+    first = lm.squares_from_detections([detections[k]])
+    return [landmarks[0] for landmarks, _ in lm.iterate_passes([image], [0], first, passes)]
 
 
 def markdown(rows: List[Dict[str, Any]], threshold: float, decode_ms: float) -> str:

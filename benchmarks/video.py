@@ -76,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.detector = args.detector or default_detector_name()
     kw = dict(device="cpu", detector=args.detector, passes=args.passes)
     lm = Landmarker.from_checkpoint(args.checkpoint, **kw) if args.checkpoint else Landmarker.from_pretrained("300w", **kw)
-    videos, rows = [], []
+    videos = []
     for index in args.faces:
         sample = test[index]
         made = list(moving_face_frames(sample.load_image(), sample.landmarks.astype(np.float64), args.frames,

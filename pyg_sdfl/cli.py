@@ -102,10 +102,12 @@ def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pyg_sdfl.data import load_dataset
-    from pyg_sdfl.detection.mapping import collect_box_pairs, detector_mapping_path, mapping_errors, summarize_errors
+    from pyg_sdfl.detection.mapping import (detector_mapping_path, mapping_errors, match_annotated_faces,
+                                            summarize_errors)
     from pyg_sdfl.detection.fitting import fit_detector_mapping
     from pyg_sdfl.detection.keypoint_mapping import KeypointMapping, keypoint_errors
     from pyg_sdfl.detection.registry import create_detector
+    from pyg_sdfl.geometry import landmark_square
     from pyg_sdfl.schemes import get_scheme
 
     params = _detector_settings(args.set)
@@ -123,29 +125,21 @@ def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
     info = mapping.info
     if not args.no_test and (Path(args.root) / "test").is_dir():
         test = load_dataset("300w", args.root, "test")
+        pairs, missed, _ = match_annotated_faces(test, detector)
         if isinstance(mapping, KeypointMapping):
-            from pyg_sdfl.geometry import landmark_box, match_detection
-
-            kps, lms, bxs, missed = [], [], [], 0
-            for sample in test:
-                found = detector(sample.load_image())
-                k = match_detection(landmark_box(sample.landmarks), [d.box for d in found])
-                if k is None or found[k].keypoints is None:
-                    missed += 1
-                    continue
-                kps.append(found[k].keypoints)
-                lms.append(sample.landmarks)
-                bxs.append(found[k].box)
-            if kps:
-                err = keypoint_errors(mapping, np.asarray(kps), np.asarray(lms), left, right, np.asarray(bxs))
-                info["test"] = {"faces_total": len(test), "faces_matched": len(kps), "faces_unmatched": missed,
-                                **summarize_errors(err),
+            with_points = [(d, pts) for d, pts in pairs if d.keypoints is not None]
+            if with_points:
+                err = keypoint_errors(mapping, np.stack([d.keypoints for d, _ in with_points]),
+                                      np.stack([pts for _, pts in with_points]), left, right,
+                                      np.stack([d.box for d, _ in with_points]))
+                info["test"] = {"faces_total": len(test), "faces_matched": len(with_points),
+                                "faces_unmatched": len(test) - len(with_points), **summarize_errors(err),
                                 "abs_angle_error_deg_median": float(np.median(np.abs(err["angle"])))}
-        else:
-            boxes, squares, missed = collect_box_pairs(test, detector)
-            if len(boxes):
-                info["test"] = {"faces_total": len(test), "faces_matched": int(len(boxes)), "faces_unmatched": int(missed),
-                                **summarize_errors(mapping_errors(mapping, boxes, squares))}
+        elif pairs:
+            boxes = np.stack([d.box for d, _ in pairs])
+            squares = np.array([landmark_square(pts) for _, pts in pairs])
+            info["test"] = {"faces_total": len(test), "faces_matched": len(pairs), "faces_unmatched": int(missed),
+                            **summarize_errors(mapping_errors(mapping, boxes, squares))}
     out = Path(args.out) if args.out else detector_mapping_path(args.detector)
     mapping.save(out)
     print(json.dumps({"out": str(out), **mapping.to_dict()}, indent=2))

@@ -12,13 +12,14 @@ to ``image_size``. Where that square comes from:
 - ``boxes`` given with ``box_type="landmark"`` (the default): each box is taken as a landmark box
   (jaw to brows, ear to ear), the square is its centre and longer side; one pass of the model;
 - no boxes: the face detector (:mod:`pyg_sdfl.detection`, chosen by name) finds the faces and its
-  fitted mapping turns each detection into a first square (from the five keypoints where the
-  detector gives them, else from the box); ``boxes`` with ``box_type="detector"`` are mapped the
-  same way. Then **re-cropping**: ``passes - 1`` more passes each crop the landmark square of
-  the previous pass's prediction, as at training time, and predict again.
+  fitted mapping turns each detection into a first square (the shipped mappings use the box; a
+  five-point :class:`~pyg_sdfl.detection.keypoint_mapping.KeypointMapping` also gives the roll);
+  ``boxes`` with ``box_type="detector"`` are mapped the same way. Then **re-cropping**:
+  ``passes - 1`` more passes each crop the landmark square of the previous pass's prediction, as
+  at training time, and predict again.
 
 With ``align_rotation`` (default), a square carries the face's in-plane angle (the roll of its
-outer eye corners, from the keypoints or the previous prediction) and the crop is turned upright
+outer eye corners in the previous prediction, or a keypoint mapping's) and the crop is turned upright
 (:func:`pyg_sdfl.geometry.oriented_landmark_square`): a face tilted by 60 degrees reaches the model
 as an upright face, which is what it saw most at training time.
 
@@ -29,6 +30,7 @@ downsamples by more than 2x; the warp itself touches only the output pixels.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +62,12 @@ ImageInput = Union[str, Path, np.ndarray]
 FALLBACK_DETECTOR = "haar"
 
 
+@functools.lru_cache(maxsize=None)
 def default_detector_name() -> str:
     """The configured default detector (:func:`pyg_sdfl.detection.registry.default_detector`) if it
     can be built here, else :data:`FALLBACK_DETECTOR` with a warning saying why (the yuface wheel
-    exists for CPython 3.11 on x86-64 Linux only)."""
+    exists for CPython 3.11 on x86-64 Linux only). Decided once per process: the answer depends on
+    what is installed, and finding it out composes configs and builds a detector."""
     import logging
 
     from pyg_sdfl.detection.registry import create_detector, default_detector
@@ -303,14 +307,9 @@ class Landmarker:
     def detector(self) -> Detector:
         """The face detector, built on first use with the settings its mapping was fitted with."""
         if self._detector is None:
-            from pyg_sdfl.detection.registry import create_detector, detector_from_record
+            from pyg_sdfl.detection.registry import detector_fitted_with
 
-            record = dict(getattr(self.box_mapping, "detector", None) or {})
-            if record:
-                record.setdefault("name", self.detector_name)
-                self._detector = detector_from_record(record)
-            else:
-                self._detector = create_detector(self.detector_name)
+            self._detector = detector_fitted_with(self.box_mapping, self.detector_name)
         return self._detector
 
     def _require_mapping(self) -> Any:
@@ -344,10 +343,14 @@ class Landmarker:
         angle = line_angle(lm[:, left], lm[:, right]) if self.align_rotation else np.zeros(len(lm))
         return np.concatenate([oriented_landmark_square(lm, angle), angle[:, None]], axis=1)
 
-    def inter_ocular(self, landmarks: np.ndarray) -> np.ndarray:
-        """Inter-ocular distances ``(M,)`` of landmarks ``(M, N, 2)`` (the scheme's outer eye corners)."""
+    def recrop_change(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """How far a pass moved each face: the mean landmark displacement ``after - before`` (both
+        ``(M, N, 2)``) over the inter-ocular distance of ``after``, ``(M,)``; the NME of ``before``
+        against ``after`` (:func:`pyg_sdfl.metrics.nme`), except that a zero distance gives a huge
+        value instead of an error (a degenerate prediction is a moving one)."""
         left, right = self.scheme.inter_ocular
-        return np.linalg.norm(landmarks[:, left] - landmarks[:, right], axis=-1)
+        distance = np.linalg.norm(after[:, left] - after[:, right], axis=-1)
+        return np.linalg.norm(after - before, axis=-1).mean(axis=-1) / np.maximum(distance, 1e-9)
 
     # ------------------------------------------------------------------------ model passes
     def crop_matrices(self, squares: np.ndarray) -> np.ndarray:
@@ -373,6 +376,21 @@ class Landmarker:
             preds.append(self._net(batch).float().cpu().numpy().astype(np.float64))
         return crop_to_image(np.concatenate(preds), mats)
 
+    def iterate_passes(self, images: Sequence[np.ndarray], owners: Sequence[int], squares: np.ndarray,
+                       passes: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """The re-crop loop, pass by pass: yields ``(landmarks (M, N, 2), squares (M, 4))`` of each
+        of ``passes`` passes, the first from ``squares``, each next one from
+        :meth:`squares_from_landmarks` of the previous landmarks."""
+        if isinstance(passes, bool) or int(passes) != passes or passes < 1:
+            raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
+        sq = np.asarray(squares, dtype=np.float64).reshape(-1, 4)
+        landmarks = self.landmarks_in_squares(images, owners, sq)
+        yield landmarks, sq
+        for _ in range(int(passes) - 1):
+            sq = self.squares_from_landmarks(landmarks)
+            landmarks = self.landmarks_in_squares(images, owners, sq)
+            yield landmarks, sq
+
     def refine(self, images: Sequence[np.ndarray], owners: Sequence[int], squares: np.ndarray,
                passes: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """``passes`` model passes (default :attr:`passes`) from first squares ``(M, 4)``: each pass
@@ -382,17 +400,11 @@ class Landmarker:
         ``change`` being the mean landmark displacement of the last pass over its inter-ocular
         distance (``None`` after one pass).
         """
-        passes = self.passes if passes is None else int(passes)
-        if passes < 1:
-            raise ValueError(f"passes must be >= 1, got {passes}")
-        sq = np.asarray(squares, dtype=np.float64).reshape(-1, 4)
-        landmarks = self.landmarks_in_squares(images, owners, sq)
-        change = None
-        for _ in range(passes - 1):
-            sq = self.squares_from_landmarks(landmarks)
-            new = self.landmarks_in_squares(images, owners, sq)
-            change = np.linalg.norm(new - landmarks, axis=-1).mean(axis=-1) / np.maximum(self.inter_ocular(new), 1e-9)
-            landmarks = new
+        previous, change = None, None
+        for landmarks, sq in self.iterate_passes(images, owners, squares, self.passes if passes is None else passes):
+            if previous is not None:
+                change = self.recrop_change(previous, landmarks)
+            previous = landmarks
         return landmarks, sq, change
 
     # ------------------------------------------------------------------------ prediction
@@ -484,7 +496,7 @@ class Landmarker:
             sel = np.flatnonzero(refine == flag)
             if not len(sel):
                 continue
-            lm, sq, ch = self.refine(imgs, owners[sel], squares[sel], passes=(passes or self.passes) if flag else 1)
+            lm, sq, ch = self.refine(imgs, owners[sel], squares[sel], passes=passes if flag else 1)
             landmarks[sel], used[sel] = lm, sq
             if ch is not None:
                 for j, c in zip(sel, ch):

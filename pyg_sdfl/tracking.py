@@ -113,7 +113,7 @@ class FaceTracker:
         lm = self.landmarker
         landmarks = np.stack([f.landmarks for f in faces])
         again = lm.landmarks_in_squares([image], np.zeros(len(faces), dtype=int), lm.squares_from_landmarks(landmarks))
-        change = np.linalg.norm(again - landmarks, axis=-1).mean(axis=-1) / np.maximum(lm.inter_ocular(again), 1e-9)
+        change = lm.recrop_change(landmarks, again)
         kept = [f for f, c in zip(faces, change) if c <= self.max_change]
         self.stats["lost"] += len(faces) - len(kept)
         return kept

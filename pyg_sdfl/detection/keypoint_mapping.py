@@ -101,11 +101,12 @@ class KeypointMapping:
         """Detections -> oriented landmark squares ``(M, 4)`` (``cx, cy, side, angle``): from the
         keypoints where a detection has them, else from its box (the box fallback, angle 0)."""
         out = np.zeros((len(detections), 4))
+        fallback = None if self.box is None else BoxMapping.from_dict(self.box)
         for i, d in enumerate(detections):
             if d.keypoints is not None:
                 out[i] = self.oriented_squares(d.keypoints[None], d.box[None])[0]
-            elif self.box is not None:
-                out[i, :3] = BoxMapping.from_dict(self.box).squares(d.box[None])[0]
+            elif fallback is not None:
+                out[i, :3] = fallback.squares(d.box[None])[0]
             else:
                 raise ValueError("a detection without keypoints, and the keypoint mapping has no box fallback")
         return out

@@ -47,11 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
 from pyg_sdfl.detection.base import Detector
-from pyg_sdfl.detection.haar import HaarFaceDetector
 from pyg_sdfl.geometry import box_square, check_boxes, landmark_box, landmark_square, match_detection
 from pyg_sdfl.json_files import read_json
 
@@ -65,7 +63,6 @@ __all__ = [
     "summarize_errors",
     "collect_box_pairs",
     "match_annotated_faces",
-    "fit_box_mapping_on_samples",
     "default_box_mapping_path",
     "load_default_box_mapping",
     "detector_mapping_path",
@@ -339,10 +336,9 @@ def collect_box_pairs(samples: Sequence[Any], detector: Detector) -> Tuple[np.nd
 
 
 def default_box_mapping_path() -> Path:
-    """Where the package's fitted Haar mapping lives: ``pyg_sdfl/weights/haar_box_mapping.json``."""
-    from importlib.resources import files
-
-    return Path(str(files("pyg_sdfl.weights") / "haar_box_mapping.json"))
+    """Where the package's fitted Haar mapping lives: ``pyg_sdfl/weights/haar_box_mapping.json``
+    (:func:`detector_mapping_path` of ``"haar"``)."""
+    return detector_mapping_path("haar")
 
 
 def load_default_box_mapping() -> Optional[BoxMapping]:
@@ -386,20 +382,3 @@ def load_detector_mapping(name: str) -> Optional[Any]:
     """The package's fitted mapping of detector ``name``, or ``None`` when it has none."""
     path = detector_mapping_path(name)
     return load_mapping(path) if path.is_file() else None
-
-
-def fit_box_mapping_on_samples(
-    samples: Sequence[Any], detector: Optional[HaarFaceDetector] = None, data: str = "", trim: Optional[float] = 4.0
-) -> BoxMapping:
-    """Detect every face of ``samples``, pair the detections with the annotated faces
-    (:func:`collect_box_pairs`) and fit :class:`BoxMapping` on the pairs (:func:`fit_box_mapping`).
-    ``data`` describes the samples for the record (e.g. "300-W train: afw, helen, lfpw")."""
-    detector = detector or HaarFaceDetector()
-    boxes, squares, missed = collect_box_pairs(samples, detector)
-    if len(boxes) < 3:
-        raise ValueError(f"the detector matched only {len(boxes)} of {len(samples)} faces: too few to fit a mapping")
-    info = {"data": data, "faces_total": len(samples), "faces_unmatched": int(missed),
-            "target": "landmark square: centre of the landmark box and its longer side (pyg_sdfl.geometry.landmark_square)",
-            "detector_backend": f"cv2.CascadeClassifier (OpenCV {cv2.__version__})",
-            "opencv_version": cv2.__version__}
-    return fit_box_mapping(boxes, squares, trim=trim, detector=detector.params, info=info)

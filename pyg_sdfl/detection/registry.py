@@ -49,6 +49,8 @@ __all__ = [
     "detector_config",
     "create_detector",
     "detector_from_record",
+    "detector_fitted_with",
+    "default_detector",
     "override_value",
 ]
 
@@ -196,3 +198,14 @@ def detector_from_record(record: Mapping[str, Any]) -> Detector:
         raise ValueError(f"a detector record must be a mapping, got {type(record).__name__}")
     params = {str(k): v for k, v in record.items()}
     return create_detector(params.pop("name", DEFAULT_RECORD_NAME), **params)
+
+
+def detector_fitted_with(mapping: Any, name: str) -> Detector:
+    """The detector ``name`` with the settings ``mapping`` (a box or keypoint mapping, or ``None``)
+    records it was fitted with, so that its boxes are the kind the mapping expects; its defaults
+    when the mapping records none."""
+    record = dict(getattr(mapping, "detector", None) or {})
+    if not record:
+        return create_detector(name)
+    record.setdefault("name", name)
+    return detector_from_record(record)
