@@ -84,6 +84,9 @@ register_backbone(
     "mobilenetv2_100", BackboneSpec("mobilenetv2_100", (4,), description="MobileNetV2 1.0, blocks.6 (320 ch)")
 )
 register_backbone(
+    "mobilenetv2_050", BackboneSpec("mobilenetv2_050", (4,), description="MobileNetV2 0.5, blocks.6 (160 ch)")
+)
+register_backbone(
     "efficientnet_b0", BackboneSpec("efficientnet_b0", (4,), description="EfficientNet-B0, blocks.6 (320 ch)")
 )
 register_backbone(
