@@ -32,14 +32,22 @@ from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, GraphConv, SAGEConv,
 
 from pyg_sdfl.graph.batching import GraphBatcher
 from pyg_sdfl.graph.mining import LandmarkGraph
+from pyg_sdfl.graph.neighbour_table import NeighbourTable
 from pyg_sdfl.nn.dynamic_graph_conv import SOFTMAX_OVER, DynamicGraphConv, edge_softmax
 from pyg_sdfl.nn.edge_weighting import EdgeWeighting
+from pyg_sdfl.nn.fused_graph_stack import gathered_rows, run_fused_graph_stack, table_alpha_to_edges, table_attention
 from pyg_sdfl.nn.graph_stack import GraphStack, run_graph_stack
 from pyg_sdfl.nn.map_to_node import MapToNode
 
-__all__ = ["GraphHead", "SDFLHead", "PyGLayerHead", "FCHead", "GRAPH_LAYERS", "make_graph_layer", "register_graph_layer"]
+__all__ = [
+    "GraphHead", "SDFLHead", "PyGLayerHead", "FCHead", "GRAPH_LAYERS", "GRAPH_BACKENDS", "make_graph_layer",
+    "register_graph_layer", "use_graph_backend",
+]
 
 OUTPUT_INIT_SCALE = 1e-3
+#: how :class:`SDFLHead` runs its graph stack: ``"pyg"`` (MessagePassing with scatter, the reference,
+#: the default) or ``"fused"`` (a gather over the fixed graph's neighbour table, :mod:`pyg_sdfl.nn.fused_graph_stack`)
+GRAPH_BACKENDS = ("pyg", "fused")
 
 
 # ----------------------------------------------------------------------------- PyG layer registry
@@ -186,6 +194,8 @@ class GraphHead(nn.Module):
         self.map_to_node = MapToNode(self.in_channels, self.num_points, nodes_per_point, map_hidden, map_kernel_size)
         self.node_features = self.map_to_node.node_features(self.feature_size)
         self._batcher: Optional[GraphBatcher] = None
+        self._table: Optional[NeighbourTable] = None
+        self._table_rows: Optional[Tensor] = None
 
     def _build_stack(self, make_conv: Callable[[int, int], nn.Module]) -> None:
         stack = GraphStack.build(make_conv, self.node_features, self.hidden, self.num_blocks)
@@ -201,14 +211,23 @@ class GraphHead(nn.Module):
         stack.training = self.training
         return stack
 
-    # The batched edge_index is cached per (B, device); drop the cache whenever the buffer changes.
+    # The batched edge_index (per (B, device)) and the neighbour table are cached; drop them whenever
+    # the buffer changes.
     def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
-        self._batcher = None
+        self._batcher = self._table = self._table_rows = None
         return super()._apply(fn, *args, **kwargs)
 
     def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[override]
-        self._batcher = None
+        self._batcher = self._table = self._table_rows = None
         super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def neighbour_table(self) -> NeighbourTable:
+        """The padded in/out-edge tables of this head's graph, on the buffer's device."""
+        if self._table is None:
+            self._table = NeighbourTable.from_edge_index(self.edge_index, self.num_points).to(self.edge_index.device)
+            self._table_rows = gathered_rows(self._table)
+        return self._table
 
     @property
     def batcher(self) -> GraphBatcher:
@@ -250,8 +269,10 @@ class GraphHead(nn.Module):
         return out.view(b, n, 2)
 
     def extra_repr(self) -> str:
+        backend = getattr(self, "graph_backend", "pyg")
         return (
-            f"in_channels={self.in_channels}, feature_size={self.feature_size}, num_points={self.num_points}, "
+            ("" if backend == "pyg" else f"graph_backend={backend!r}, ")
+            + f"in_channels={self.in_channels}, feature_size={self.feature_size}, num_points={self.num_points}, "
             f"num_edges={self.num_edges}, node_features={self.node_features}, hidden={self.hidden}"
         )
 
@@ -297,6 +318,36 @@ class SDFLHead(GraphHead):
             self.map_to_node.out_channels, self.num_edges, edge_hidden, dynamic=self.dynamic
         )
         self._build_stack(lambda i, o: DynamicGraphConv(i, o, softmax_over=softmax_over))
+        self.graph_backend = "pyg"
+
+    def set_graph_backend(self, backend: str) -> "SDFLHead":
+        """Run the graph stack with ``backend`` (a name in :data:`GRAPH_BACKENDS`); same weights, same
+        outputs (to float rounding). ``"fused"`` is the inference path: no scatter, ONNX-exportable."""
+        if backend not in GRAPH_BACKENDS:
+            raise ValueError(f"graph backend must be one of {GRAPH_BACKENDS}; got {backend!r}")
+        self.graph_backend = backend
+        return self
+
+    def forward(
+        self, features: Tensor, return_intermediates: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
+        """Features ``(B, C, H, W)`` -> coordinates ``(B, N, 2)`` in ``[-1, 1]`` on the chosen
+        :attr:`graph_backend` (intermediates as :meth:`GraphHead.forward` records them)."""
+        if self.graph_backend == "pyg":
+            return super().forward(features, return_intermediates)
+        _check_features(features, self.in_channels, self.feature_size, type(self).__name__)
+        nodes, maps = self.map_to_node(features)
+        logits = self.edge_weighting(maps)
+        table = self.neighbour_table
+        alpha = table_attention(logits, table, self.softmax_over)
+        hidden: Optional[List[Tensor]] = [] if return_intermediates else None
+        coords = run_fused_graph_stack(self.input_block, self.blocks, self.output_conv, nodes, self._table_rows,
+                                       alpha, hidden)
+        if hidden is None:
+            return coords
+        inter = {"nodes_map_to_node": nodes, "edge_logits": logits, "alpha": table_alpha_to_edges(alpha, table),
+                 "nodes_input": hidden[0], **{f"nodes_block_{i}": h for i, h in enumerate(hidden[1:])}}
+        return coords, inter
 
     def attention(self, logits: Tensor, edge_index: Tensor) -> Tensor:
         """Per-face edge logits ``(B, E)`` -> ``alpha (B*E,)`` on the batched ``edge_index (2, B*E)``
@@ -311,6 +362,15 @@ class SDFLHead(GraphHead):
             inter["edge_logits"] = logits
             inter["alpha"] = alpha.view(logits.shape[0], self.num_edges)
         return alpha
+
+
+def use_graph_backend(model: nn.Module, backend: str) -> int:
+    """Run every :class:`SDFLHead` inside ``model`` on ``backend`` (:data:`GRAPH_BACKENDS`); returns
+    how many there were. Other heads have one path and are left alone."""
+    heads = [m for m in model.modules() if isinstance(m, SDFLHead)]
+    for head in heads:
+        head.set_graph_backend(backend)
+    return len(heads)
 
 
 class PyGLayerHead(GraphHead):

@@ -7,6 +7,7 @@ from torch_geometric.explain import AttentionExplainer, Explainer
 
 from pyg_sdfl.graph import GraphBatcher, dense_graph, random_graph
 from pyg_sdfl.nn import DynamicGraphConv
+from graph_cases import irregular_graph
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -31,15 +32,6 @@ def dense_reference(conv: DynamicGraphConv, x: torch.Tensor, edge_index: torch.T
     self_w = (alpha * eye).sum(dim=2, keepdim=True)  # alpha_ii
     out = self_w * xs + alpha.masked_fill(eye, 0.0) @ xn + conv.bias
     return out.reshape(b * n, -1)
-
-
-def irregular_graph(n: int, seed: int) -> torch.Tensor:
-    """Self-loops plus random extra edges: in-degrees differ from node to node."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(n, n, generator=g) < 0.35
-    mask |= torch.eye(n, dtype=torch.bool)
-    dst, src = mask.nonzero(as_tuple=True)
-    return torch.stack([src, dst])
 
 
 GRAPHS = {
