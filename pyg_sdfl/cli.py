@@ -7,6 +7,7 @@
                      [--jsonl FILE [--resume]] [--detector NAME] [--passes K] [--workers N]
     pyg-sdfl video IN.mp4 [--out OUT.mp4] [--jsonl FILE] [--detector NAME] [--passes K]
     pyg-sdfl export --checkpoint RUN/best.ckpt [--out FILE]         the compact fp16 weights file
+    pyg-sdfl export --onnx [--checkpoint FILE | --model 300w-fast] [--out FILE.onnx]   an ONNX file with metadata
     pyg-sdfl fit-box-mapping --root DIR [--detector NAME]            detection -> landmark square
 
 Errors print one line on stderr and exit with code 2. ``predict`` processes every image even when
@@ -41,8 +42,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pyg_sdfl.experiment import evaluate_run
     from pyg_sdfl.weights import pretrained_path
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else pretrained_path("300w")
-    loaded = load_model(checkpoint, device=resolve_device(str(args.device)))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else pretrained_path(args.model)
+    loaded = load_model(checkpoint, device=resolve_device(str(args.device)), backend=args.backend)
+    if loaded.backend == "onnx" and args.precision == "bf16":
+        raise ValueError("--precision bf16 runs on the torch backend; ONNX Runtime runs the model in fp32")
     cfg = loaded.config.copy()
     dataset = args.dataset or str(cfg.dataset.name)
     data_cfg = compose(_dataset_overrides(args, dataset)).dataset
@@ -51,12 +54,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     data_cfg.crop_scale = cfg.dataset.crop_scale
     cfg.dataset = data_cfg
     cfg.device = args.device
+    cfg.train.precision = args.precision
     cfg.evaluate.flip_test = bool(args.flip_test)
     out_dir = Path(args.out) if args.out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     result = evaluate_run(cfg, loaded, out_dir=out_dir, splits_to_score=args.split)
-    payload = {"checkpoint": str(checkpoint), "kind": loaded.kind, "epoch": loaded.epoch, "dataset": dataset,
+    payload = {"checkpoint": str(checkpoint), "kind": loaded.kind, "backend": loaded.backend, "epoch": loaded.epoch,
+               "dataset": dataset,
                "crop_scale": float(cfg.dataset.crop_scale), "image_size": int(cfg.dataset.image_size),
                "precision": str(cfg.train.precision), "normalisation": str(cfg.evaluate.normalisation),
                "flip_test": bool(args.flip_test), "metrics": result["metrics"]}
@@ -148,6 +153,17 @@ def _cmd_fit_box_mapping(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pyg_sdfl.weights import pretrained_path
+
+    if bool(args.checkpoint) == bool(args.model):
+        raise ValueError("export: give exactly one of --checkpoint FILE and --model NAME")
+    source = Path(args.checkpoint) if args.checkpoint else pretrained_path(args.model)
+    if args.onnx:
+        from pyg_sdfl.engine.onnx_export import export_onnx
+
+        out = Path(args.out) if args.out else Path(source.with_suffix(".onnx").name)
+        written = export_onnx(source, out, opset=args.opset)
+        print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2), "opset": args.opset}))
+        return 0
     from pyg_sdfl.engine.export import export_pretrained
 
     metrics = None
@@ -161,7 +177,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         machine = (metrics.get("meta") or {}).get("machine")
     out = Path(args.out) if args.out else pretrained_path("300w")
     box_mapping = args.box_mapping if args.box_mapping else "default"
-    written = export_pretrained(args.checkpoint, out, box_mapping=box_mapping, metrics=metrics, command=args.command_line,
+    written = export_pretrained(source, out, box_mapping=box_mapping, metrics=metrics, command=args.command_line,
                                 data=args.data, machine=machine, notes=args.notes)
     print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2)}))
     return 0
@@ -186,14 +202,15 @@ def _load_landmarker(args: argparse.Namespace):
     ``--flip-test``, ``--detector`` and ``--passes``."""
     from pyg_sdfl.inference import Landmarker
 
-    kwargs = {"device": args.device, "flip_test": bool(getattr(args, "flip_test", False))}
+    kwargs = {"device": args.device, "flip_test": bool(getattr(args, "flip_test", False)),
+              "backend": args.backend, "precision": args.precision}
     if args.detector is not None:
         kwargs["detector"] = args.detector
     if args.passes is not None:
         kwargs["passes"] = args.passes
     if args.checkpoint:
         return Landmarker.from_checkpoint(args.checkpoint, **kwargs)
-    return Landmarker.from_pretrained("300w", **kwargs)
+    return Landmarker.from_pretrained(args.model, **kwargs)
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -384,9 +401,30 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrained_names() -> List[str]:
+    from pyg_sdfl.weights import PRETRAINED
+
+    return sorted(PRETRAINED)
+
+
+def _runtime_arguments(parser: argparse.ArgumentParser, default_precision: str) -> None:
+    """--model, --backend, --precision: which shipped model, what runs it, in which precision."""
+    parser.add_argument("--model", default="300w", choices=_pretrained_names(),
+                        help="the shipped model when no --checkpoint is given: 300w (accurate, the default) or "
+                             "300w-fast (small and fast); see docs/predict.md#speed")
+    parser.add_argument("--backend", default=None, choices=["torch", "onnx"],
+                        help="torch, or onnx (ONNX Runtime, the [onnx] extra; a torch file is exported in memory "
+                             "first); default: onnx for a .onnx --checkpoint, else torch")
+    parser.add_argument("--precision", default=default_precision, choices=["auto", "fp32", "bf16"],
+                        help=f"torch backend: bf16 autocast, fp32, or auto (bf16 where the CPU/GPU runs it natively); "
+                             f"default {default_precision}")
+
+
 def _model_arguments(parser: argparse.ArgumentParser, detectors: Optional[List[str]]) -> None:
     parser.add_argument("--checkpoint", default=None,
-                        help="a training checkpoint (best.ckpt) or exported weights instead of the shipped model")
+                        help="a training checkpoint (best.ckpt), exported weights or an exported .onnx file instead of "
+                             "the shipped model")
+    _runtime_arguments(parser, "auto")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--detector", default=None, choices=detectors, metavar="NAME",
                         help="the face detector" + (f": {', '.join(detectors)}" if detectors else "")
@@ -403,7 +441,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="score a model (the shipped one by default); prints metrics JSON on stdout")
     ev.add_argument("--checkpoint", default=None,
-                    help="a training checkpoint (best.ckpt) or an exported weights file (default: the shipped 300-W model)")
+                    help="a training checkpoint (best.ckpt), an exported weights file or an exported .onnx file "
+                         "(default: the shipped model, --model)")
+    _runtime_arguments(ev, "fp32")
     ev.add_argument("--dataset", default=None,
                     help="dataset config name: 300w, wflw, cofw, synthetic (default: the model's training dataset)")
     ev.add_argument("--root", default=None, help="dataset root folder")
@@ -461,9 +501,20 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(vid, detectors)
     vid.add_argument("--quiet", action="store_true", help="no progress bar (one is shown when stderr is a terminal)")
 
-    exp = sub.add_parser("export", help="write the compact fp16 weights file shipped in pyg_sdfl/weights/")
-    exp.add_argument("--checkpoint", required=True, help="training checkpoint (best.ckpt)")
-    exp.add_argument("--out", default=None, help="output file (default: the package's pyg_sdfl/weights/sdfl_300w.pt)")
+    exp = sub.add_parser("export", help="write the compact fp16 weights file shipped in pyg_sdfl/weights/, or with "
+                                        "--onnx an ONNX file")
+    exp.add_argument("--checkpoint", default=None,
+                     help="training checkpoint (best.ckpt); with --onnx also an exported weights file")
+    exp.add_argument("--model", default=None, choices=_pretrained_names(),
+                     help="with --onnx: export a shipped model instead of --checkpoint")
+    exp.add_argument("--onnx", action="store_true",
+                     help="write an ONNX file (dynamic batch, the SDFL head on its scatter-free path; scheme, graph, "
+                          "crop and provenance in its metadata; checked against torch with ONNX Runtime before it is "
+                          "kept); needs the [onnx] extra")
+    exp.add_argument("--opset", type=int, default=18, help="with --onnx: the ONNX opset (default 18)")
+    exp.add_argument("--out", default=None,
+                     help="output file (default: the package's pyg_sdfl/weights/sdfl_300w.pt; with --onnx: "
+                          "<source name>.onnx in the current folder)")
     exp.add_argument("--metrics", default=None,
                      help="JSON file of metrics to record; a run's results.json is reduced to its summary")
     exp.add_argument("--box-mapping", default=None, help="box mapping JSON (default: the package's)")

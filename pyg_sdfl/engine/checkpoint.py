@@ -31,6 +31,7 @@ from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
 __all__ = [
+    "BACKENDS",
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
@@ -174,6 +175,8 @@ class LoadedModel:
         epoch: the epoch of the weights (a training checkpoint's best epoch if it records one).
         box_mapping: the detector-box mapping stored in the file (a dict), or ``None``.
         meta: the file's provenance (``meta`` entry), ``{}`` if none.
+        backend: what runs ``model``: ``"torch"`` (an ``nn.Module`` of torch layers) or ``"onnx"``
+            (an :class:`~pyg_sdfl.engine.onnx_runtime.OnnxLandmarkModel`, same contract, ONNX Runtime).
     """
 
     model: nn.Module
@@ -185,6 +188,7 @@ class LoadedModel:
     epoch: Optional[int] = None
     box_mapping: Optional[Dict[str, Any]] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    backend: str = "torch"
 
     @property
     def image_size(self) -> int:
@@ -202,13 +206,47 @@ class LoadedModel:
         return self.graph.edge_index
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+#: what can run a loaded model: torch itself, or ONNX Runtime (the ``[onnx]`` extra)
+BACKENDS = ("torch", "onnx")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", backend: Optional[str] = None) -> LoadedModel:
     """The one loader: rebuild the model from a file's own config and graph, load its weights strictly.
 
-    Works for training checkpoints and exported weights files (fp16 tensors are cast to fp32).
-    Every failure is a :class:`CheckpointError` with one line naming the file and what is wrong
-    (missing entries, a scheme the package does not know, keys or shapes that do not match).
+    Works for training checkpoints and exported weights files (fp16 tensors are cast to fp32), and
+    for ``.onnx`` files written by ``pyg-sdfl export --onnx``. ``backend`` (:data:`BACKENDS`;
+    default ``"onnx"`` for a ``.onnx`` file, else ``"torch"``) says what runs the model: with
+    ``"onnx"`` a torch file is exported to ONNX in memory (a few seconds) and run by ONNX Runtime
+    on the CPU. Every failure is a :class:`CheckpointError` with one line naming the file and what
+    is wrong (missing entries, a scheme the package does not know, keys or shapes that do not match).
     """
+    path = Path(path)
+    is_onnx = path.suffix.lower() == ".onnx"
+    backend = backend or ("onnx" if is_onnx else "torch")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if is_onnx or backend == "onnx":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"the onnx backend runs on the CPU; got device={device!r} (use backend='torch' there)")
+    if is_onnx:
+        if backend != "onnx":
+            raise CheckpointError(f"{path} is an ONNX file: it runs on backend='onnx', not {backend!r}")
+        from pyg_sdfl.engine.onnx_runtime import load_onnx_model
+
+        return load_onnx_model(path)
+    loaded = _load_torch_model(path, device)
+    if backend == "onnx":
+        from dataclasses import replace
+
+        from pyg_sdfl.engine.onnx_export import onnx_model_bytes
+        from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
+
+        runtime = OnnxLandmarkModel(onnx_model_bytes(loaded), name=f"{path} (as ONNX)")
+        return replace(loaded, model=runtime, backend="onnx")
+    return loaded
+
+
+def _load_torch_model(path: Path, device: str | torch.device) -> LoadedModel:
     path = Path(path)
     ckpt = load_checkpoint(path, map_location="cpu")
     missing = [k for k in ("config", "graph", "scheme") if k not in ckpt]

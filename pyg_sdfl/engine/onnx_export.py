@@ -1,0 +1,197 @@
+"""A trained model as an ONNX file that carries everything needed to use it.
+
+    pyg-sdfl export --onnx --checkpoint RUN/best.ckpt --out model.onnx
+    pyg-sdfl export --onnx --pretrained 300w-fast --out sdfl_300w_fast.onnx
+
+The network is exported with ``torch.onnx.export(dynamo=True)`` (opset :data:`ONNX_OPSET`) from
+the model as :func:`~pyg_sdfl.engine.checkpoint.load_model` rebuilds it, with the SDFL head on its
+fused path (:mod:`pyg_sdfl.nn.fused_graph_stack`): a gather over the fixed graph's neighbour
+table, so the ONNX graph has no scatter, only Conv, MatMul, Gather, Softmax and elementwise nodes.
+
+Graph: input ``images`` ``(B, 3, S, S)`` float32 (ImageNet-normalised crops, ``B`` dynamic) ->
+output ``landmarks`` ``(B, N, 2)`` float32, crop pixels (0-based pixel centres).
+
+The file's metadata (``metadata_props``, each value a string; JSON where structured):
+
+    pyg_sdfl.format       "1"
+    pyg_sdfl.scheme       the landmark scheme's name ("300w")
+    pyg_sdfl.image_size   S
+    pyg_sdfl.num_points   N
+    pyg_sdfl.config       the model config (dataset: name, scheme, image_size, crop_scale; backbone; head; graph)
+    pyg_sdfl.graph        the landmark graph (edge_index, num_nodes, k, mode)
+    pyg_sdfl.box_mapping  the detector-box mapping stored with the weights, or null
+    pyg_sdfl.meta         provenance: the source file and its sha256, the source's own meta
+                          (training command, data, metrics, machine), opset, versions, export time
+
+Every export is checked before it is kept: ONNX Runtime's output on random crops must equal the
+torch model's within :data:`PARITY_ATOL_PX` pixels, else nothing is written.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+
+from pyg_sdfl import __version__
+from pyg_sdfl.engine.checkpoint import LoadedModel, load_model
+from pyg_sdfl.engine.export import model_config
+from pyg_sdfl.nn.heads import use_graph_backend
+
+__all__ = ["ONNX_OPSET", "PARITY_ATOL_PX", "METADATA_PREFIX", "export_onnx", "onnx_model_bytes"]
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 18
+#: largest |ONNX Runtime - torch| allowed at export, in crop pixels (measured: 3e-5 px on the shipped model)
+PARITY_ATOL_PX = 1e-3
+METADATA_PREFIX = "pyg_sdfl."
+FORMAT = "1"
+
+
+def _require_onnx() -> None:
+    missing = [name for name in ("onnx", "onnxscript") if _find(name) is None]
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {', '.join(missing)}: install the extra with "
+            "`pip install -c constraints.txt \"pyg_sdfl[onnx]\"`"
+        )
+
+
+def _find(name: str) -> Any:
+    import importlib.util
+
+    return importlib.util.find_spec(name)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: tensors -> lists, everything else kept."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if torch.is_tensor(value):
+        return value.tolist()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _metadata(loaded: LoadedModel, opset: int) -> Dict[str, str]:
+    from omegaconf import OmegaConf
+
+    cfg = loaded.config  # only the model's sections: data paths may be unset (exported files carry none)
+    dataset = {k: cfg.dataset[k] for k in ("name", "scheme", "image_size", "crop_scale") if k in cfg.dataset}
+    config = model_config({"dataset": dataset, **{k: OmegaConf.to_container(cfg[k], resolve=True)
+                                                  for k in ("backbone", "head", "graph") if k in cfg}})
+    graph = {k: v for k, v in loaded.graph.to_dict().items() if k != "correlation"}
+    meta = {
+        "source": loaded.path.name,
+        "source_sha256": _sha256(loaded.path) if loaded.path.is_file() else None,
+        "source_kind": loaded.kind,
+        "source_epoch": loaded.epoch,
+        "source_meta": loaded.meta,
+        "opset": opset,
+        "exported_at_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "exported_on": f"{platform.platform()}, {platform.machine()}",
+        "versions": {"pyg_sdfl": __version__, "torch": torch.__version__},
+    }
+    values = {
+        "format": FORMAT,
+        "scheme": loaded.scheme.name,
+        "image_size": str(loaded.image_size),
+        "num_points": str(loaded.scheme.num_points),
+        "config": json.dumps(_plain(config)),
+        "graph": json.dumps(_plain(graph)),
+        "box_mapping": json.dumps(_plain(loaded.box_mapping)),
+        "meta": json.dumps(_plain(meta), default=str),
+    }
+    return {METADATA_PREFIX + k: v for k, v in values.items()}
+
+
+def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
+    """The serialised ONNX model (with its metadata) of a loaded torch model; the model is moved
+    to the CPU in fp32 with its SDFL heads on the fused path. Takes a few seconds."""
+    _require_onnx()
+    import onnx
+
+    model = loaded.model.float().cpu().eval()
+    use_graph_backend(model, "fused")
+    s = loaded.image_size
+    example = torch.zeros(2, 3, s, s)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        model(example)  # an eager pass first: the heads build their cached tables outside the trace
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=int(opset), input_names=["images"],
+                                    output_names=["landmarks"], dynamic_shapes={"images": {0: batch}},
+                                    verbose=False)
+    proto = program.model_proto
+    for key, value in _metadata(loaded, int(opset)).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "pyg_sdfl"
+    proto.producer_version = __version__
+    onnx.checker.check_model(proto)
+    buffer.write(proto.SerializeToString())
+    return buffer.getvalue()
+
+
+def _check_parity(data: bytes, loaded: LoadedModel, atol_px: float) -> float:
+    """Largest |ORT - torch| in pixels on random crops at batch 1 and 3 (ValueError above ``atol_px``)."""
+    from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
+
+    runtime = OnnxLandmarkModel(data, name="export check")
+    g = torch.Generator().manual_seed(0)
+    s = loaded.image_size
+    worst = 0.0
+    with torch.no_grad():
+        for b in (1, 3):
+            x = torch.randn(b, 3, s, s, generator=g)
+            worst = max(worst, float((runtime(x) - loaded.model(x)).abs().max()))
+    if not worst <= atol_px:
+        raise ValueError(f"the ONNX export differs from the torch model by {worst:.3g} px (> {atol_px} px); not written")
+    return worst
+
+
+def export_onnx(
+    source: Union[str, os.PathLike, LoadedModel],
+    out: Union[str, os.PathLike],
+    opset: int = ONNX_OPSET,
+    check: bool = True,
+    atol_px: float = PARITY_ATOL_PX,
+) -> Path:
+    """Write ``source`` (a training checkpoint, an exported weights file or a :class:`LoadedModel`)
+    as the ONNX file ``out`` (see the module docstring). With ``check`` (and ONNX Runtime
+    installed) the file is written only if ONNX Runtime reproduces the torch output within
+    ``atol_px`` pixels. Returns ``out``."""
+    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    data = onnx_model_bytes(loaded, opset)
+    if check:
+        if _find("onnxruntime") is None:
+            log.warning("onnxruntime is not installed: the ONNX file is written without the parity check")
+        else:
+            worst = _check_parity(data, loaded, atol_px)
+            log.info("ONNX Runtime vs torch on random crops: max |difference| %.2g px", worst)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    out.chmod(0o644)
+    return out
