@@ -185,6 +185,7 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.val_every": INT,
     "train.max_steps_per_epoch": KeyType(int, optional=True),
     "train.resume": KeyType(str, optional=True),
+    "train.init_from": KeyType(str, optional=True),
     "train.precision": STR,
     "train.channels_last": BOOL,
     "train.compile": BOOL,

@@ -111,6 +111,17 @@ def check_compatible(state: Dict[str, Any], scheme_name: str, graph: LandmarkGra
         )
 
 
+def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: LandmarkGraph, device: torch.device) -> None:
+    """Fine-tuning: the weights of ``path`` (a training checkpoint or an exported file), loaded strictly
+    into ``model``; the optimiser, schedule and epoch count start fresh (unlike ``train.resume``)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    check_compatible(ckpt, scheme_name, graph, f"train.init_from={path}")
+    state = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    load_state_dict_strict(model, state, what=f"train.init_from={path}")
+    log.info("weights initialised from %s (epoch %s of that run); optimiser and schedule start fresh", path,
+             ckpt.get("epoch", (ckpt.get("meta") or {}).get("epoch")))
+
+
 def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional[np.ndarray]) -> DataLoader:
     generator = torch.Generator().manual_seed(int(cfg.seed) * 100_003 + epoch)
     sampler = None
@@ -156,6 +167,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
+    if cfg.train.init_from and not cfg.train.resume:
+        _initialise_from(model, Path(str(cfg.train.init_from)), splits.scheme.name, graph, device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.loss, graph).to(device)
@@ -172,7 +185,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         if stale:
             log.warning("removed %d temporary checkpoint file(s) left by a killed write: %s", len(stale),
                         ", ".join(p.name for p in stale))
-        ckpt = load_checkpoint(path, map_location=device)
+        # on the CPU: the RNG states must stay there (a CUDA run failed to resume with map_location=cuda);
+        # load_state_dict moves the weights and the optimiser state to the parameters' device
+        ckpt = load_checkpoint(path, map_location="cpu")
         check_compatible(ckpt, splits.scheme.name, graph, f"resume from {path}")
         load_state_dict_strict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

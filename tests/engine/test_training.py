@@ -190,3 +190,37 @@ def test_learning_curve_plot(tmp_path):
     history = [{"epoch": 1, "loss": 3.0, "val_nme": 0.2}, {"epoch": 2, "loss": 2.0}, {"epoch": 3, "loss": 1.0, "val_nme": 0.1}]
     path = plot_learning_curve(history, tmp_path / "curve.png", untrained_val_nme=0.5, best_epoch=3)
     assert path.stat().st_size > 5000
+
+
+def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
+    first = tmp_path / "first"
+    train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=2"), first)
+    source = load_checkpoint(first / "last.ckpt")
+    # lr 0: AdamW leaves the parameters where init_from put them (BatchNorm statistics still move)
+    cfg = tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1", "train.optimizer.lr=0",
+                   f"train.init_from={first / 'last.ckpt'}", "seed=7")
+    train(cfg, tmp_path / "second")
+    tuned = load_checkpoint(tmp_path / "second" / "last.ckpt")
+    assert tuned["epoch"] == 1  # a new run: its own epochs, not the source's
+    params = [k for k in source["model"] if "running_" not in k and "num_batches" not in k]
+    assert params and all(torch.equal(tuned["model"][k], source["model"][k]) for k in params)
+    with pytest.raises(CheckpointError, match=r"train.init_from=.*last.ckpt: the checkpoint's landmark graph \(k=3"):
+        train(tiny_cfg("train.epochs=1", f"train.init_from={first / 'last.ckpt'}", "graph.k=2"), tmp_path / "third")
+
+
+def test_resume_and_init_from_read_checkpoints_onto_the_cpu(tmp_path, monkeypatch):
+    # On CUDA, map_location=cuda put the saved RNG states on the GPU and resume failed converting them
+    # to NumPy (seen on an H200); both readers must load onto the CPU whatever the run's device.
+    train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1"), tmp_path)
+    seen = []
+    real = training_module.load_checkpoint
+
+    def recording(path, map_location="cpu"):
+        seen.append(str(map_location))
+        return real(path, map_location=map_location)
+
+    monkeypatch.setattr(training_module, "load_checkpoint", recording)
+    train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=1", "train.resume=last"), tmp_path)
+    train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1", f"train.init_from={tmp_path / 'last.ckpt'}"),
+          tmp_path / "tuned")
+    assert seen and set(seen) == {"cpu"}
