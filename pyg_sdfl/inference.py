@@ -47,7 +47,7 @@ from pyg_sdfl.detection.base import Detection, Detector
 from pyg_sdfl.detection.mapping import load_detector_mapping, mapping_from_dict
 from pyg_sdfl.engine.builders import resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError, load_model
-from pyg_sdfl.engine.evaluation import precision_autocast, resolve_precision
+from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, resolve_precision
 from pyg_sdfl.geometry import (box_square, check_boxes, crop_matrix, crop_to_image, line_angle,
                                oriented_landmark_square, square_to_box)
 from pyg_sdfl.nn.flip_average import FlipAverage
@@ -250,6 +250,8 @@ class Landmarker:
         self.model = model.to(self.device).eval()
         self.backend = str(getattr(model, "backend", "torch"))
         self.precision = self._resolve_precision(str(precision))
+        #: why this precision: e.g. "auto -> bf16 (CPU has avx512_bf16)" (also in repr)
+        self.precision_reason = self._explain_precision(str(precision))
         if self.backend == "torch":
             use_graph_backend(self.model, "fused")
             if self.precision == "bf16":
@@ -283,6 +285,16 @@ class Landmarker:
                 raise ValueError(f"precision must be one of ['fp32', 'bf16', 'auto'], got {precision!r}")
             return "fp32"
         return resolve_precision(precision, self.device)
+
+    def _explain_precision(self, asked: str) -> str:
+        if asked != "auto":
+            return asked
+        if self.backend == "onnx":
+            return "auto -> fp32 (ONNX Runtime)"
+        if self.device.type == "cpu":
+            flags = cpu_bf16_flags()
+            return f"auto -> {self.precision} (CPU {'has ' + ', '.join(flags) if flags else 'has no avx512_bf16/amx_bf16'})"
+        return f"auto -> {self.precision} ({self.device.type})"
 
     # ------------------------------------------------------------------------ loading
     @classmethod
@@ -601,7 +613,7 @@ class Landmarker:
                 f"crop_scale={self.crop_scale}, detector={self.detector_name!r}, "
                 f"box_mapping={'yes' if self.box_mapping else 'no'}, passes={self.passes}, "
                 f"align_rotation={self.align_rotation}, flip_test={self.flip_test}, device={self.device}, "
-                f"backend={self.backend!r}, precision={self.precision!r})")
+                f"backend={self.backend!r}, precision={self.precision_reason!r})")
 
 
 def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
