@@ -1,7 +1,9 @@
 """Files shipped with the package for inference on arbitrary photos.
 
-    sdfl_300w.pt             a trained 300-W model in fp16 (see :mod:`pyg_sdfl.engine.export`),
-                             loaded by ``Landmarker.from_pretrained("300w")``
+    sdfl_300w.pt             the accurate 300-W model (ResNet-18, 160 px) in fp16 (see
+                             :mod:`pyg_sdfl.engine.export`): ``Landmarker.from_pretrained("300w")``
+    sdfl_300w_fast.pt        the small, fast 300-W model (half-width MobileNetV2, 128 px):
+                             ``Landmarker.from_pretrained("300w-fast")``
     <detector>_box_mapping.json
                              that detector's box -> landmark square (haar, yuface, mtcnn, dlib),
                              fitted on the 300-W training set with the detector's settings
@@ -16,7 +18,7 @@ from typing import Dict, List
 __all__ = ["PRETRAINED", "pretrained_path", "available_pretrained"]
 
 # name accepted by Landmarker.from_pretrained -> file in this folder
-PRETRAINED: Dict[str, str] = {"300w": "sdfl_300w.pt"}
+PRETRAINED: Dict[str, str] = {"300w": "sdfl_300w.pt", "300w-fast": "sdfl_300w_fast.pt"}
 
 
 def pretrained_path(name: str) -> Path:
@@ -27,5 +29,6 @@ def pretrained_path(name: str) -> Path:
 
 
 def available_pretrained() -> List[str]:
-    """Names whose weights file is present in this installation."""
+    """The names ``Landmarker.from_pretrained`` accepts here: those whose weights file is present
+    (``"300w"`` accurate, ``"300w-fast"`` small and fast; docs/predict.md#speed compares them)."""
     return [name for name in PRETRAINED if pretrained_path(name).is_file()]
