@@ -22,7 +22,7 @@ import numpy as np
 from pyg_sdfl.engine.reporting import json_default, run_metadata
 from pyg_sdfl.inference import Landmarker
 
-__all__ = ["load_ours", "describe", "predict_in_box", "time_methods", "metadata", "write_json"]
+__all__ = ["load_ours", "load_landmarker", "model_file", "describe", "predict_in_box", "time_methods", "metadata", "write_json"]
 
 
 def load_ours(checkpoint: Optional[str], flip_test: bool = False) -> Landmarker:
@@ -36,6 +36,28 @@ def load_ours(checkpoint: Optional[str], flip_test: bool = False) -> Landmarker:
         return Landmarker.from_pretrained("300w", device="cpu", flip_test=flip_test)
     except CheckpointError as err:
         raise SystemExit(f"cannot load our model: {err}") from None
+
+
+def model_file(spec: str) -> Path:
+    """A shipped model's name (:data:`pyg_sdfl.weights.PRETRAINED`) or a file path -> the weights file."""
+    from pyg_sdfl.weights import PRETRAINED, pretrained_path
+
+    return pretrained_path(spec) if spec in PRETRAINED else Path(spec)
+
+
+def load_landmarker(spec: str, backend: str = "torch", precision: str = "fp32", **options: Any) -> Landmarker:
+    """A shipped model by name or a file (checkpoint, exported weights, ``.onnx``) on the CPU with
+    ``backend`` and ``precision`` and the Haar detector (always installed; benchmarks give the boxes)."""
+    from pyg_sdfl.engine.checkpoint import CheckpointError
+    from pyg_sdfl.weights import PRETRAINED
+
+    kwargs = dict(device="cpu", backend=backend, precision=precision, detector="haar", **options)
+    try:
+        if spec in PRETRAINED:
+            return Landmarker.from_pretrained(spec, **kwargs)
+        return Landmarker.from_checkpoint(spec, **kwargs)
+    except CheckpointError as err:
+        raise SystemExit(f"cannot load model {spec!r}: {err}") from None
 
 
 def describe(lm: Landmarker) -> Dict[str, Any]:

@@ -1,30 +1,65 @@
-"""Inference speed on CPU: ms per face at batch 1, faces/s at batch 32, cost of every stage.
+"""CPU inference speed: every shipped model on every backend, beside dlib, and the cost of every stage.
 
-    python benchmarks/speed.py --root ../shared/data/300w --out results/speed_cpu.json   # shipped model
-    python benchmarks/speed.py --checkpoint outputs/RUN/best.ckpt                          # a run, synthetic faces
+    python benchmarks/speed.py --root ../shared/data/300w --out results/speed_cpu.json \\
+        --markdown results/speed_cpu.md                       # shipped models ("300w", "300w-fast")
+    python benchmarks/speed.py --models 300w outputs/RUN/best.ckpt --int8   # a name and a file; + ONNX int8
+    python benchmarks/speed.py --root ../shared/data/300w --faces 4 --batch 4 --repeats 1 --warmup 0  # smoke
 
-The model runs as :class:`pyg_sdfl.inference.Landmarker` runs it (its crop, its weights loading).
-Stages of one prediction, each timed on its own (``time.perf_counter`` around it, inside
-``torch.inference_mode``):
+**Matrix.** For each model of ``--models`` (names of :func:`pyg_sdfl.weights.available_pretrained`,
+default all of them, and/or files), loaded as users load it (:class:`pyg_sdfl.inference.Landmarker`,
+CPU), one row per way of running it:
 
-* pre-processing: ``decode`` (JPEG -> RGB, OpenCV), ``crop`` (the crop square from the box and
-  one ``cv2.warpAffine`` to the model's input size), ``normalise`` (ImageNet normalisation,
-  HWC -> CHW, stacking the batch);
+* ``torch / fused / fp32`` -- what ``Landmarker`` runs by default on a CPU without native bf16;
+* ``torch / fused / bf16`` -- bf16 autocast with channels_last (``precision="bf16"``);
+* ``torch / pyg / fp32`` -- the SDFL heads on PyG message passing, the reference path
+  (``use_graph_backend(model, "pyg")``): what the fused graph path buys;
+* ``onnx / fused / fp32`` -- ONNX Runtime on the model exported in memory (``backend="onnx"``);
+* ``onnx / fused / int8`` -- only with ``--int8``: ONNX Runtime dynamic quantisation
+  (``quantize_dynamic``, weights QInt8, activations quantised at run time) of the same export.
+
+Each row at batch 1 and at batch ``--batch`` (32), in ms per face:
+
+* ``model``: the network alone, ``(B, 3, S, S)`` preprocessed crops in (channels_last for bf16),
+  under the Landmarker's own precision context;
+* ``pass``: one Landmarker model pass, ``Landmarker.landmarks_in_squares`` from decoded images and
+  given squares (crop warp + normalise + network + back to image pixels), the squares from the
+  ground-truth landmarks (``squares_from_landmarks``: the accuracy protocol's crop);
+* ``/dlib``: our pass time over dlib's 68-point shape predictor time at the same batch (dlib's
+  call crops internally too), in brackets our model time over dlib's. dlib gets the same decoded
+  images and the landmark boxes; it has no batch, so its batch-32 figure is 32 faces one after another.
+
+Every row also records ``max_px_diff_to_fp32``: its largest landmark difference (image pixels) from
+the ``torch / fused / fp32`` row on the batch-32 faces, and the achieved GFLOP/s (FLOPs of one face
+/ model time per face); for each model the best row's figure is printed under the table.
+
+**Staged profile.** For each model on the torch backend in fp32, on both graph paths (fused and
+PyG), one prediction split into stages, each timed on its own (``time.perf_counter`` around it,
+inside ``torch.inference_mode``):
+
+* pre-processing: ``decode`` (JPEG -> RGB, OpenCV), ``crop`` (the crop square of the landmark box
+  and one ``cv2.warpAffine`` to the input size), ``normalise`` (ImageNet normalisation, HWC -> CHW,
+  stacking the batch);
 * ``backbone``: the CNN to its stride-32 map;
-* head, split along its submodules when it is a graph head (:class:`pyg_sdfl.nn.GraphHead`):
-  ``map_to_node`` (two conv-BN-ReLU blocks, reshape to nodes), for an SDFL head
-  ``edge_weighting`` (global average pool + 2 FC -> one logit per edge), ``graph_layers`` (the
-  batched edge index, for SDFL the attention ``alpha`` (one softmax), and the head's
-  :class:`~pyg_sdfl.nn.GraphStack`); other heads are timed as one ``head`` stage;
-* post-processing: ``to_pixels`` (normalised -> crop pixels -> image pixels through the inverse
-  crop affine).
+* head, when it is a graph head (:class:`pyg_sdfl.nn.GraphHead`): ``map_to_node`` (two
+  conv-BN-ReLU blocks, reshape to nodes), for an SDFL head ``edge_weighting`` (global average pool +
+  2 FC -> one logit per edge), ``graph_layers`` (PyG path: the batched edge index, the attention
+  ``alpha`` by a grouped softmax and the head's :class:`~pyg_sdfl.nn.GraphStack`; fused path:
+  :func:`~pyg_sdfl.nn.fused_graph_stack.table_attention` and
+  :func:`~pyg_sdfl.nn.fused_graph_stack.run_fused_graph_stack` over the neighbour table); other
+  heads are one ``head`` stage;
+* post-processing: ``to_pixels`` (normalised -> crop pixels -> image pixels).
 
-The staged pipeline's output is checked against the model's own ``forward`` (same numbers), and
-the unsplit pipeline is timed too (``end_to_end``), so the stage sum can be compared with it.
-Protocol: ``--threads`` torch threads (default 2), OpenCV 1 thread; ``--warmup`` untimed passes,
-then ``--repeats`` timed passes; batch 1 runs one face after another over ``--faces`` faces
-(ms per face = pass time / faces), batch 32 runs one batch per pass; medians over passes.
-FLOPs of the backbone and the head (one face) are reported next to the times.
+The staged output is checked against the model's own ``forward`` and ``Landmarker.predict``, and the
+unsplit pipeline is timed too (``end_to_end``). The head share (head stages / sum of stages) at
+batch 1 and 32 is the issue-13 figure (target: <= 5% for the shipped model at batch 1).
+
+**Protocol.** ``--threads`` torch threads (default 2) and as many ONNX Runtime intra-op threads,
+OpenCV 1 thread, dlib single-threaded; inference mode. Matrix: ``--warmup`` untimed passes, then
+``--repeats`` (7) rounds in which every row and dlib make one timed pass each, interleaved so that
+a change in machine load hits all alike; medians over rounds. Batch 1 runs ``--faces`` faces one
+after another, batch 32 one batch of the first ``--batch`` faces. ``--root`` takes the first
+``--faces`` 300-W test faces, else synthetic faces written as JPEG. The JSON holds everything
+(runs, FLOPs, parameters, CPU model and flags from /proc/cpuinfo, versions, the command).
 """
 from __future__ import annotations
 
@@ -33,43 +68,49 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import append_markdown, describe, load_ours, metadata, write_json
+from _common import append_markdown, describe, load_landmarker, metadata, model_file, time_methods, write_json
 from pyg_sdfl.data.sample import FaceSample
 from pyg_sdfl.data.transforms import normalise_image
+from pyg_sdfl.engine.evaluation import precision_autocast
 from pyg_sdfl.geometry import crop_matrix, crop_square, crop_to_image, landmark_box
 from pyg_sdfl.inference import Landmarker, warp_crop
 from pyg_sdfl.nn.flops import head_flops
-from pyg_sdfl.nn.heads import GraphHead, SDFLHead
+from pyg_sdfl.nn.fused_graph_stack import gathered_rows, run_fused_graph_stack, table_attention
+from pyg_sdfl.nn.heads import GraphHead, SDFLHead, use_graph_backend
 from pyg_sdfl.nn.model import normalised_to_pixels
+from pyg_sdfl.weights import available_pretrained
 
 PRE = ("decode", "crop", "normalise")
 POST = ("to_pixels",)
+CPU = torch.device("cpu")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=None,
-                   help="our model (best.ckpt or an exported file); default: the shipped 300-W model")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="shipped model names and/or model files; default: every shipped model present")
     p.add_argument("--root", default=None, help="300-W folder (test faces); default: synthetic faces written as JPEG")
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--markdown", default=None, help="also append the Markdown table to this file")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--faces", type=int, default=32, help="faces per batch-1 pass (and the batch-32 batch)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--markdown", default=None, help="also append the Markdown tables to this file")
+    p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    p.add_argument("--faces", type=int, default=32, help="faces of a batch-1 pass")
+    p.add_argument("--batch", type=int, default=32, help="the large batch (one batch of the first faces)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--int8", action="store_true", help="also an ONNX Runtime dynamic-int8 row per model")
     return p.parse_args(argv)
 
 
-def benchmark_faces(root: Optional[str], count: int, workdir: Path) -> tuple:
+def benchmark_faces(root: Optional[str], count: int, workdir: Path) -> Tuple[List[FaceSample], str]:
     """``(samples with image files, description)``: 300-W test faces, or synthetic faces saved as JPEG."""
     if root:
         from pyg_sdfl.data import load_dataset
@@ -86,16 +127,169 @@ def benchmark_faces(root: Optional[str], count: int, workdir: Path) -> tuple:
     return samples, f"{len(samples)} synthetic faces (256 px JPEG, quality 95)"
 
 
+# ----------------------------------------------------------------------------- the matrix
+@dataclass
+class Row:
+    """One way of running one model, loaded and ready to time."""
+
+    model: str
+    backend: str
+    graph: str
+    precision: str
+    lm: Landmarker
+
+    @property
+    def key(self) -> str:
+        return f"{self.model} | {self.backend} | {self.graph} | {self.precision}"
+
+
+def int8_landmarker(spec: str, workdir: Path) -> Landmarker:
+    """The model exported to ONNX, dynamically quantised by ONNX Runtime (weights QInt8), as a Landmarker."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from pyg_sdfl.engine.checkpoint import load_model
+    from pyg_sdfl.engine.onnx_export import onnx_model_bytes
+    from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
+
+    loaded = load_model(model_file(spec), backend="torch")
+    proto = onnx.load_from_string(onnx_model_bytes(loaded))
+    del proto.graph.value_info[:]  # the exporter's stored shapes trip the quantiser's shape inference
+    fp32, int8 = workdir / "fp32.onnx", workdir / f"{Path(spec).stem}_int8.onnx"
+    onnx.save(proto, str(fp32))
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    runtime = OnnxLandmarkModel(int8, name=f"{spec} (ONNX, dynamic int8)")
+    return Landmarker(runtime, loaded.scheme, loaded.image_size, loaded.crop_scale, device="cpu", detector="haar",
+                      meta=loaded.meta, precision="fp32")
+
+
+def model_rows(spec: str, int8: bool, workdir: Path) -> List[Row]:
+    """The matrix rows of one model: torch fused fp32 / bf16, torch PyG fp32 (SDFL heads only), ONNX fp32 (+ int8).
+    A model without an SDFL head has one graph path, labelled ``--``."""
+    reference = load_landmarker(spec, "torch", "fp32")
+    sdfl = use_graph_backend(reference.model, "pyg") > 0
+    fused = "fused" if sdfl else "--"
+    rows = [Row(spec, "torch", fused, p, load_landmarker(spec, "torch", p)) for p in ("fp32", "bf16")]
+    if sdfl:
+        rows.append(Row(spec, "torch", "pyg", "fp32", reference))
+    rows.append(Row(spec, "onnx", fused, "fp32", load_landmarker(spec, "onnx", "fp32")))
+    if int8:
+        rows.append(Row(spec, "onnx", fused, "int8", int8_landmarker(spec, workdir)))
+    return rows
+
+
+@dataclass
+class Faces:
+    """Decoded images with their ground-truth landmarks and landmark boxes."""
+
+    images: List[np.ndarray]
+    landmarks: np.ndarray
+    boxes: np.ndarray
+
+
+def model_input(lm: Landmarker, faces: Faces, idx: Sequence[int]) -> torch.Tensor:
+    """The preprocessed crops ``(B, 3, S, S)`` of faces ``idx`` as ``landmarks_in_squares`` makes them."""
+    mats = lm.crop_matrices(lm.squares_from_landmarks(faces.landmarks[list(idx)]))
+    x = torch.from_numpy(np.stack([normalise_image(warp_crop(faces.images[i], M, lm.image_size))
+                                   for i, M in zip(idx, mats)]))
+    return x.contiguous(memory_format=torch.channels_last) if lm.backend == "torch" and lm.precision == "bf16" else x
+
+
+def model_call(lm: Landmarker, x: torch.Tensor) -> torch.Tensor:
+    with precision_autocast(CPU, lm.precision):
+        return lm.model(x)
+
+
+def pass_args(lm: Landmarker, faces: Faces, idx: Sequence[int]) -> Tuple[List[np.ndarray], List[int], np.ndarray]:
+    """``landmarks_in_squares`` arguments for faces ``idx``: their images, owners, landmark squares."""
+    return [faces.images[i] for i in idx], list(range(len(idx))), lm.squares_from_landmarks(faces.landmarks[list(idx)])
+
+
+def row_methods(row: Row, faces: Faces, groups: Sequence[Sequence[int]]) -> Dict[str, Callable[[int], Any]]:
+    """``{key/model, key/pass}``: functions of a group number, their inputs made beforehand."""
+    inputs = [model_input(row.lm, faces, g) for g in groups]
+    args = [pass_args(row.lm, faces, g) for g in groups]
+    return {f"{row.key}/model": lambda k: model_call(row.lm, inputs[k]),
+            f"{row.key}/pass": lambda k: row.lm.landmarks_in_squares(*args[k])}
+
+
+def dlib_method(predictor: Any, faces: Faces, groups: Sequence[Sequence[int]]) -> Callable[[int], Any]:
+    return lambda k: [predictor(faces.images[i], faces.boxes[i]) for i in groups[k]]
+
+
+def time_matrix(rows: Sequence[Row], predictor: Any, faces: Faces, batch: int, count: int, repeats: int,
+                warmup: int) -> Dict[str, Dict[str, Any]]:
+    """Median ms per face of every row's model and pass (and dlib) over ``count`` faces in batches
+    of ``batch``, all interleaved within each round (:func:`time_methods`)."""
+    groups = [list(range(lo, min(lo + batch, count))) for lo in range(0, count, batch)]
+    methods: Dict[str, Callable[[int], Any]] = {}
+    for row in rows:
+        row.lm.batch_size = batch
+        methods.update(row_methods(row, faces, groups))
+    if predictor is not None:
+        methods["dlib"] = dlib_method(predictor, faces, groups)
+    timed = time_methods(methods, list(range(len(groups))), repeats=repeats, warmup=warmup)
+    faces_per_item = count / len(groups)
+    return {name: {"ms_per_face": t["median_ms"] / faces_per_item,
+                   "runs_ms_per_face": [round(v / faces_per_item, 4) for v in t["runs_ms"]]}
+            for name, t in timed.items()}
+
+
+def max_px_diffs(rows: Sequence[Row], faces: Faces, count: int) -> Dict[str, float]:
+    """Each row's largest landmark difference (image px) from the first row (torch fused fp32)."""
+    outs = {row.key: row.lm.landmarks_in_squares(*pass_args(row.lm, faces, range(count))) for row in rows}
+    first = outs[rows[0].key]
+    return {key: float(np.abs(out - first).max()) for key, out in outs.items()}
+
+
+def dlib_predictor() -> Tuple[Any, Optional[str]]:
+    """dlib's 68-point shape predictor, or ``(None, why it is skipped)``."""
+    try:
+        from pyg_sdfl.peers import DlibShapePredictor
+
+        return DlibShapePredictor(), None
+    except (ImportError, FileNotFoundError) as err:
+        return None, f"{type(err).__name__}: {err}"
+
+
+def matrix_results(rows: Sequence[Row], timings: Dict[str, Dict[str, Dict[str, Any]]], diffs: Dict[str, float],
+                   model_flops: Dict[str, int]) -> Dict[str, Dict[str, Any]]:
+    """Per row: backend, graph, precision and per batch model / pass ms per face, ratios to dlib, GFLOP/s."""
+    out = {}
+    for row in rows:
+        entry: Dict[str, Any] = {"model": row.model, "backend": row.backend, "graph": row.graph,
+                                 "precision": row.precision, "max_px_diff_to_fp32": diffs[row.key]}
+        for bkey, t in timings.items():
+            m, p = t[f"{row.key}/model"], t[f"{row.key}/pass"]
+            dlib = t.get("dlib", {}).get("ms_per_face")
+            entry[bkey] = {
+                "model_ms_per_face": m["ms_per_face"], "pass_ms_per_face": p["ms_per_face"],
+                "model_runs_ms_per_face": m["runs_ms_per_face"], "pass_runs_ms_per_face": p["runs_ms_per_face"],
+                "ratio_to_dlib": p["ms_per_face"] / dlib if dlib else None,
+                "model_ratio_to_dlib": m["ms_per_face"] / dlib if dlib else None,
+                "achieved_gflops": model_flops[row.model] / (m["ms_per_face"] * 1e-3) / 1e9,
+            }
+        out[row.key] = entry
+    return out
+
+
+# ----------------------------------------------------------------------------- the staged profile
 class StagedPipeline:
     """:meth:`Landmarker.predict <pyg_sdfl.inference.Landmarker.predict>` split into timed stages,
-    over a batch of faces from several images; :meth:`run` returns image-pixel landmarks ``(B, N, 2)``."""
+    over a batch of faces from several images, with the SDFL head on ``graph`` (``"fused"`` or
+    ``"pyg"``); :meth:`run` returns image-pixel landmarks ``(B, N, 2)``."""
 
-    def __init__(self, lm: Landmarker) -> None:
+    def __init__(self, lm: Landmarker, graph: str = "fused") -> None:
         self.lm = lm
         self.model = lm.model
         self.head = self.model.head
+        self.graph = graph if isinstance(self.head, SDFLHead) else "pyg"
+        use_graph_backend(self.model, self.graph)  # end_to_end's forward runs the same path
         self.split_head = isinstance(self.head, GraphHead)
         self.graph_stack = self.head.graph_stack if self.split_head else None  # shares the head's layers
+        if self.graph == "fused":
+            self.table = self.head.neighbour_table
+            self.rows = gathered_rows(self.table)  # once, outside the timing (the head caches it too)
         self.stages = list(PRE) + ["backbone"]
         if isinstance(self.head, SDFLHead):
             self.stages += ["map_to_node", "edge_weighting", "graph_layers"]
@@ -116,26 +310,36 @@ class StagedPipeline:
         t, times["normalise"] = clock(), times["normalise"] + clock() - t
         features = self.model.backbone(x)
         t, times["backbone"] = clock(), times["backbone"] + clock() - t
-        head, b = self.head, x.shape[0]
         if self.split_head:
-            nodes, maps = head.map_to_node(features)
-            t, times["map_to_node"] = clock(), times["map_to_node"] + clock() - t
-            logits = None
-            if isinstance(head, SDFLHead):
-                logits = head.edge_weighting(maps)
-                t, times["edge_weighting"] = clock(), times["edge_weighting"] + clock() - t
-            edge_index = head.batcher.batched_edge_index(b, features.device)
-            alpha = None if logits is None else head.attention(logits, edge_index)
-            normalised = self.graph_stack(nodes.reshape(b * head.num_points, -1), edge_index, alpha)
-            normalised = normalised.view(b, head.num_points, 2)
-            t, times["graph_layers"] = clock(), times["graph_layers"] + clock() - t
+            normalised, t = self.graph_head(features, times, t)
         else:
-            normalised = head(features)
+            normalised = self.head(features)
             t, times["head"] = clock(), times["head"] + clock() - t
         coords = normalised_to_pixels(normalised, self.model.image_size)
         out = crop_to_image(coords.numpy().astype(np.float64), np.stack(mats))
         times["to_pixels"] += clock() - t
         return out
+
+    def graph_head(self, features: torch.Tensor, times: Dict[str, float], t: float) -> Tuple[torch.Tensor, float]:
+        """The graph head's stages; returns normalised coordinates ``(B, N, 2)`` and the clock."""
+        clock = time.perf_counter
+        head, b = self.head, features.shape[0]
+        nodes, maps = head.map_to_node(features)
+        t, times["map_to_node"] = clock(), times["map_to_node"] + clock() - t
+        logits = None
+        if isinstance(head, SDFLHead):
+            logits = head.edge_weighting(maps)
+            t, times["edge_weighting"] = clock(), times["edge_weighting"] + clock() - t
+        if self.graph == "fused":
+            alpha = table_attention(logits, self.table, head.softmax_over)
+            normalised = run_fused_graph_stack(head.input_block, head.blocks, head.output_conv, nodes, self.rows, alpha)
+        else:
+            edge_index = head.batcher.batched_edge_index(b, features.device)
+            alpha = None if logits is None else head.attention(logits, edge_index)
+            normalised = self.graph_stack(nodes.reshape(b * head.num_points, -1), edge_index, alpha)
+            normalised = normalised.view(b, head.num_points, 2)
+        t, times["graph_layers"] = clock(), times["graph_layers"] + clock() - t
+        return normalised, t
 
     def crop(self, image: np.ndarray, box: np.ndarray) -> tuple:
         """The Landmarker's crop of the face in a landmark box: ``(crop (S, S, 3), M (2, 3))``, the
@@ -156,6 +360,17 @@ class StagedPipeline:
         crops, mats = zip(*(self.crop(s.load_image(), box) for s, box in zip(samples, boxes)))
         coords = self.model(self.to_tensor(crops))
         return crop_to_image(coords.numpy().astype(np.float64), np.stack(mats))
+
+    def check(self, samples: Sequence[FaceSample], boxes: np.ndarray) -> None:
+        """The staged split must compute what ``model.forward`` and ``Landmarker.predict`` compute."""
+        n = min(4, len(samples))
+        staged = self.run(samples[:n], boxes[:n], {name: 0.0 for name in self.stages})
+        whole = self.end_to_end(samples[:n], boxes[:n])
+        single = np.concatenate([self.end_to_end(samples[i:i + 1], boxes[i:i + 1]) for i in range(n)])
+        for name, other in (("model.forward", whole), ("Landmarker.predict", single)):
+            if not np.allclose(staged, other, atol=1e-3):
+                raise SystemExit(f"staged pipeline ({self.graph}) differs from {name} by "
+                                 f"{np.abs(staged - other).max():.3g} px")
 
 
 def measure(pipe: StagedPipeline, samples, boxes, batch: int, repeats: int, warmup: int) -> Dict[str, Any]:
@@ -188,101 +403,250 @@ def measure(pipe: StagedPipeline, samples, boxes, batch: int, repeats: int, warm
     }
 
 
-def flops(ours: Landmarker) -> Dict[str, Any]:
-    """FLOPs (2 x MAC, one face) of backbone and head; parameters of both."""
-    model = ours.model
-    x = torch.zeros(1, 3, ours.image_size, ours.image_size)
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        features = model.backbone(x)
-    backbone = int(counter.get_total_flops())
-    head = head_flops(model.head, tuple(features.shape[1:]))
-    return {
-        "backbone_flops": backbone, "head_flops": int(head["total"]), "head_by_module_flops": head["by_module"],
-        "head_share_of_flops": head["total"] / (backbone + head["total"]),
-        "backbone_params": int(sum(p.numel() for p in model.backbone.parameters())),
-        "head_params": int(head["params"]), "head_params_by_module": head["params_by_module"],
-    }
-
-
 def groups_of(stages: Sequence[str]) -> Dict[str, List[str]]:
     head = [s for s in stages if s not in PRE and s not in POST and s != "backbone"]
     return {"pre-processing": [s for s in PRE if s in stages], "backbone": ["backbone"], "head": head,
             "post-processing": [s for s in POST if s in stages]}
 
 
-def markdown(results: Dict[str, Dict[str, Any]], stages: Sequence[str], fl: Dict[str, Any]) -> str:
-    keys = list(results)
-    lines = ["| stage | " + " | ".join(f"batch {results[k]['batch']}: ms/face (share)" for k in keys) + " |",
-             "|---|" + "---:|" * len(keys)]
-    for group, members in groups_of(stages).items():
-        for name in members:
-            cells = []
-            for k in keys:
-                r = results[k]
-                v = r["stage_ms_per_face"][name]
-                cells.append(f"{v:.3f} ({100 * v / r['total_ms_per_face']:.1f}%)")
-            label = name if group in ("backbone",) else f"{group}: {name}"
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        if group == "head" and len(members) > 1:
-            cells = []
-            for k in keys:
-                r = results[k]
-                v = sum(r["stage_ms_per_face"][m] for m in members)
-                cells.append(f"**{v:.3f} ({100 * v / r['total_ms_per_face']:.1f}%)**")
-            lines.append("| **head, all** | " + " | ".join(cells) + " |")
-    lines.append("| **total (sum of stages)** | " + " | ".join(f"**{results[k]['total_ms_per_face']:.3f}**" for k in keys) + " |")
-    lines.append("| end to end (unsplit forward) | " + " | ".join(f"{results[k]['end_to_end_ms_per_face']:.3f}" for k in keys) + " |")
-    lines.append("| faces/s (sum of stages) | " + " | ".join(f"{results[k]['faces_per_s']:.1f}" for k in keys) + " |")
-    lines.append("")
-    lines.append(f"FLOPs per face (2 x MAC): backbone {fl['backbone_flops'] / 1e6:.1f} M, head {fl['head_flops'] / 1e6:.1f} M "
-                 f"({100 * fl['head_share_of_flops']:.1f}% of the model); parameters: backbone "
-                 f"{fl['backbone_params'] / 1e6:.2f} M, head {fl['head_params'] / 1e6:.2f} M.")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(1)
-    ours = load_ours(args.checkpoint)
-    pipe = StagedPipeline(ours)
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        samples, faces_desc = benchmark_faces(args.root, max(args.faces, args.batch), Path(tmp))
-        boxes = landmark_box(np.stack([s.landmarks for s in samples]))
-        # the staged split must compute what model.forward computes
-        check = {name: 0.0 for name in pipe.stages}
-        staged = pipe.run(samples[:4], boxes[:4], check)
-        whole = pipe.end_to_end(samples[:4], boxes[:4])
-        single = np.concatenate([pipe.end_to_end(samples[i:i + 1], boxes[i:i + 1]) for i in range(4)])  # predict()
-        for name, other in (("model.forward", whole), ("Landmarker.predict", single)):
-            if not np.allclose(staged, other, atol=1e-3):
-                raise SystemExit(f"staged pipeline differs from {name} by {np.abs(staged - other).max():.3g} px")
-        results = {
-            "batch_1": measure(pipe, samples[: args.faces], boxes[: args.faces], 1, args.repeats, args.warmup),
-            f"batch_{args.batch}": measure(pipe, samples[: args.batch], boxes[: args.batch], args.batch,
-                                           args.repeats, args.warmup),
-        }
-    fl = flops(ours)
-    desc = describe(ours)
-    header = (f"CPU inference speed: {desc['backbone']} + {desc['head']}, {desc['image_size']} px input "
-              f"(crop {desc['crop_scale']:g}x landmark box); {args.threads} torch threads, OpenCV 1 thread; "
-              f"{faces_desc}; median of {args.repeats} passes after {args.warmup} warm-up.\n\n")
-    table = markdown(results, pipe.stages, fl)
-    print(header + table)
-    append_markdown(args.markdown, header + table)
+def staged_profile(pipe: StagedPipeline, samples, boxes, args: argparse.Namespace) -> Dict[str, Any]:
+    """The checked, staged profile of one model on one graph path at batch 1 and ``--batch``."""
+    pipe.check(samples, boxes)
+    results = {
+        "batch_1": measure(pipe, samples[: args.faces], boxes[: args.faces], 1, args.repeats, args.warmup),
+        f"batch_{args.batch}": measure(pipe, samples[: args.batch], boxes[: args.batch], args.batch,
+                                       args.repeats, args.warmup),
+    }
     groups = {}
     for key, r in results.items():
         groups[key] = {g: sum(r["stage_ms_per_face"][m] for m in members) for g, members in groups_of(pipe.stages).items()}
         groups[key]["head_share_of_total"] = groups[key]["head"] / r["total_ms_per_face"]
+    return {"graph": pipe.graph, "stages": pipe.stages, "results": results, "groups_ms_per_face": groups}
+
+
+def flops(lm: Landmarker) -> Dict[str, Any]:
+    """FLOPs (2 x MAC, one face) of backbone and head; parameters of both (a torch Landmarker)."""
+    model = lm.model
+    x = torch.zeros(1, 3, lm.image_size, lm.image_size)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        features = model.backbone(x)
+    backbone = int(counter.get_total_flops())
+    head = head_flops(model.head, tuple(features.shape[1:]))
+    return {
+        "backbone_flops": backbone, "head_flops": int(head["total"]), "total_flops": backbone + int(head["total"]),
+        "head_by_module_flops": head["by_module"], "head_share_of_flops": head["total"] / (backbone + head["total"]),
+        "backbone_params": int(sum(p.numel() for p in model.backbone.parameters())),
+        "head_params": int(head["params"]), "head_params_by_module": head["params_by_module"],
+    }
+
+
+# ----------------------------------------------------------------------------- Markdown
+def _ms(v: Optional[float]) -> str:
+    return "--" if v is None else f"{v:.3f}"
+
+
+def _ratio(p: Optional[float], m: Optional[float]) -> str:
+    return "--" if p is None else f"{p:.2f} ({m:.2f})"
+
+
+def matrix_table(matrix: Dict[str, Dict[str, Any]], dlib: Dict[str, Any], bkeys: Sequence[str]) -> str:
+    """Rows model x backend x graph x precision (+ dlib); per batch: model, pass ms/face, pass/dlib (model/dlib)."""
+    heads = [f"{k.replace('_', ' ')}: {c}" for k in bkeys for c in ("model ms/face", "pass ms/face", "/dlib pass (model)")]
+    lines = ["| model | backend | graph | precision | " + " | ".join(heads) + " |",
+             "|---|---|---|---|" + "---:|" * len(heads)]
+    for e in matrix.values():
+        cells = []
+        for k in bkeys:
+            b = e[k]
+            cells += [_ms(b["model_ms_per_face"]), _ms(b["pass_ms_per_face"]),
+                      _ratio(b["ratio_to_dlib"], b["model_ratio_to_dlib"])]
+        lines.append(f"| {e['model']} | {e['backend']} | {e['graph']} | {e['precision']} | " + " | ".join(cells) + " |")
+    if "skipped" not in dlib:
+        cells = [c for k in bkeys for c in ("--", _ms(dlib[k]["ms_per_face"]), "1")]
+        lines.append("| dlib 68-point shape predictor | dlib | -- | -- | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def throughput_lines(matrix: Dict[str, Dict[str, Any]], fl: Dict[str, Dict[str, Any]], bkeys: Sequence[str]) -> str:
+    """Per model and batch: FLOPs / the best row's model time = achieved GFLOP/s."""
+    lines = []
+    for model, f in fl.items():
+        entries = [e for e in matrix.values() if e["model"] == model]
+        for k in bkeys:
+            best = min(entries, key=lambda e: e[k]["model_ms_per_face"])
+            b = best[k]
+            lines.append(f"- {model}, {k.replace('_', ' ')}: {f['total_flops'] / 1e6:.0f} MFLOP/face / "
+                         f"{b['model_ms_per_face']:.3f} ms ({best['backend']} {best['graph']} {best['precision']}) "
+                         f"= {b['achieved_gflops']:.1f} GFLOP/s achieved")
+    return "\n".join(lines) + "\n"
+
+
+def head_share_table(profiles: Dict[str, Dict[str, Dict[str, Any]]], bkeys: Sequence[str]) -> str:
+    """Rows model x graph path; per batch: head ms/face (share of the sum of stages), total ms/face."""
+    heads = [f"{k.replace('_', ' ')}: {c}" for k in bkeys for c in ("head ms/face (share)", "total ms/face")]
+    lines = ["| model | graph path | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(heads)]
+    for model, by_graph in profiles.items():
+        for graph, prof in by_graph.items():
+            cells = []
+            for k in bkeys:
+                g, r = prof["groups_ms_per_face"][k], prof["results"][k]
+                cells += [f"{g['head']:.3f} ({100 * g['head_share_of_total']:.1f}%)", f"{r['total_ms_per_face']:.3f}"]
+            lines.append(f"| {model} | {graph} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def stage_table(prof: Dict[str, Any]) -> str:
+    """One profile's stages: ms/face (share of the sum) at each batch."""
+    results, keys = prof["results"], list(prof["results"])
+    lines = ["| stage | " + " | ".join(f"batch {results[k]['batch']}: ms/face (share)" for k in keys) + " |",
+             "|---|" + "---:|" * len(keys)]
+    for group, members in groups_of(prof["stages"]).items():
+        for name in members:
+            cells = [f"{results[k]['stage_ms_per_face'][name]:.3f} "
+                     f"({100 * results[k]['stage_ms_per_face'][name] / results[k]['total_ms_per_face']:.1f}%)" for k in keys]
+            label = name if group == "backbone" else f"{group}: {name}"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| **total (sum of stages)** | " + " | ".join(f"**{results[k]['total_ms_per_face']:.3f}**" for k in keys) + " |")
+    lines.append("| end to end (unsplit forward) | " + " | ".join(f"{results[k]['end_to_end_ms_per_face']:.3f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(payload: Dict[str, Any], bkeys: Sequence[str], args: argparse.Namespace) -> str:
+    meta, fl = payload["meta"], payload["flops"]
+    out = [f"CPU inference speed. CPU: {meta['cpu']} (flags: {' '.join(meta['cpu_flags']) or 'none of interest'}); "
+           f"{args.threads} torch / ONNX Runtime threads, OpenCV 1 thread; {payload['faces']}; batch 1 over "
+           f"{args.faces} faces, batch {args.batch} as one batch; median of {args.repeats} interleaved rounds after "
+           f"{args.warmup} warm-up.\n", matrix_table(payload["matrix"], payload["dlib"], bkeys)]
+    if "skipped" in payload["dlib"]:
+        out.append(f"dlib skipped: {payload['dlib']['skipped']}\n")
+    out.append("Achieved throughput (FLOPs of one face / model time of the fastest row):\n")
+    out.append(throughput_lines(payload["matrix"], fl, bkeys))
+    for model, f in fl.items():
+        out.append(f"- {model}: FLOPs/face backbone {f['backbone_flops'] / 1e6:.1f} M, head {f['head_flops'] / 1e6:.1f} M "
+                   f"({100 * f['head_share_of_flops']:.1f}%); parameters backbone {f['backbone_params'] / 1e6:.2f} M, "
+                   f"head {f['head_params'] / 1e6:.2f} M.")
+    out.append("\nONNX Runtime: head share of the model time (whole exported model against its backbone exported "
+               "alone):\n")
+    out.append(onnx_share_table(payload["onnx_head_share"], bkeys))
+    out.append("\nStaged profile (torch, fp32), graph head share of the sum of stages:\n")
+    out.append(head_share_table(payload["staged"], bkeys))
+    for model, by_graph in payload["staged"].items():
+        for graph, prof in by_graph.items():
+            out.append(f"\nStages of {model}, {graph} graph path:\n\n" + stage_table(prof))
+    return "\n".join(out) + "\n"
+
+
+def onnx_backbone(spec: str, image_size: int) -> Any:
+    """The model's backbone alone, exported like the whole model (dynamo, dynamic batch), as an
+    ONNX Runtime module with the same threads: the ``backbone`` side of the ONNX head share."""
+    import onnxruntime as ort
+
+    from pyg_sdfl.engine.checkpoint import load_model
+
+    backbone = load_model(model_file(spec)).model.backbone.eval()
+    s = int(image_size)
+    program = torch.onnx.export(backbone, (torch.zeros(2, 3, s, s),), dynamo=True, input_names=["images"],
+                                dynamic_shapes=[{0: torch.export.Dim("batch", min=1, max=65536)}], verbose=False)
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+    return ort.InferenceSession(program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_head_share(rows: Sequence[Row], faces: Faces, args: argparse.Namespace,
+                    bkeys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The head's share of the ONNX Runtime model time, ``1 - backbone / whole``: the whole exported model
+    and its backbone exported alone, timed interleaved on the same crops at each batch (medians)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for row in rows:
+        if row.backend != "onnx" or row.precision != "fp32":
+            continue
+        session = onnx_backbone(row.model, row.lm.image_size)
+        name = session.get_inputs()[0].name
+        out[row.model] = {}
+        for key, batch in zip(bkeys, (1, args.batch)):
+            x = model_input(row.lm, faces, range(batch)).numpy()
+            timed = time_methods({"whole": lambda _: row.lm.model(x), "backbone": lambda _: session.run(None, {name: x})},
+                                 [0], repeats=max(args.repeats, 3) * (10 if batch == 1 else 1), warmup=max(args.warmup, 5))
+            whole, bb = timed["whole"]["median_ms"] / batch, timed["backbone"]["median_ms"] / batch
+            out[row.model][key] = {"whole_ms_per_face": whole, "backbone_ms_per_face": bb, "head_ms_per_face": whole - bb,
+                                   "head_share": 1.0 - bb / whole}
+    return out
+
+
+def onnx_share_table(shares: Dict[str, Dict[str, Any]], bkeys: Sequence[str]) -> str:
+    cols = [f"{k.replace('_', ' ')}: head ms/face (share of the model)" for k in bkeys]
+    lines = ["| model (ONNX Runtime, fp32) | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for model, by_batch in shares.items():
+        lines.append(f"| {model} | " + " | ".join(f"{by_batch[k]['head_ms_per_face']:.3f} ({100 * by_batch[k]['head_share']:.1f}%)"
+                                                 for k in bkeys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+def run_matrix(rows: Sequence[Row], faces: Faces, fl: Dict[str, Dict[str, Any]], args: argparse.Namespace,
+               bkeys: Sequence[str]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+    """``(matrix results, dlib results or {"skipped": why})``."""
+    predictor, skipped = dlib_predictor()
+    if skipped:
+        print(f"dlib skipped: {skipped}", file=sys.stderr)
+    timings = {bkeys[0]: time_matrix(rows, predictor, faces, 1, args.faces, args.repeats, args.warmup),
+               bkeys[1]: time_matrix(rows, predictor, faces, args.batch, args.batch, args.repeats, args.warmup)}
+    diffs: Dict[str, float] = {}
+    for spec in fl:
+        diffs.update(max_px_diffs([r for r in rows if r.model == spec], faces, args.batch))
+    matrix = matrix_results(rows, timings, diffs, {m: f["total_flops"] for m, f in fl.items()})
+    return matrix, ({"skipped": skipped} if skipped else {k: timings[k]["dlib"] for k in bkeys})
+
+
+def run_staged(rows: Sequence[Row], samples: Sequence[FaceSample], boxes: np.ndarray,
+               args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """``{model: {graph path: staged profile}}`` of the torch fp32 rows."""
+    staged: Dict[str, Dict[str, Any]] = {}
+    for row in rows:
+        if row.backend == "torch" and row.precision == "fp32":
+            pipe = StagedPipeline(row.lm, row.graph)
+            staged.setdefault(row.model, {})[pipe.graph] = staged_profile(pipe, samples, boxes, args)
+    return staged
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)  # before the ONNX sessions: they take torch's thread count
+    cv2.setNumThreads(1)
+    specs = args.models or available_pretrained()
+    if not specs:
+        raise SystemExit("no shipped model in this installation: name model files with --models")
+    count = max(args.faces, args.batch)
+    bkeys = ["batch_1", f"batch_{args.batch}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        samples, faces_desc = benchmark_faces(args.root, count, Path(tmp))
+        if len(samples) < count:
+            raise SystemExit(f"need {count} faces, found {len(samples)}")
+        landmarks = np.stack([s.landmarks for s in samples])
+        faces = Faces([s.load_image() for s in samples], landmarks, landmark_box(landmarks))
+        rows = [row for spec in specs for row in model_rows(spec, args.int8, Path(tmp))]
+        reference = {r.model: r.lm for r in rows if r.backend == "torch" and r.graph != "pyg" and r.precision == "fp32"}
+        fl = {spec: flops(reference[spec]) for spec in specs}
+        with torch.inference_mode():
+            matrix, dlib = run_matrix(rows, faces, fl, args, bkeys)
+            staged = run_staged(rows, samples, faces.boxes, args)
+            onnx_shares = onnx_head_share(rows, faces, args, bkeys)
     payload = {
-        "model": desc, "faces": faces_desc, "stages": pipe.stages, "results": results, "groups_ms_per_face": groups,
-        "flops": fl,
-        "protocol": (f"CPU, torch threads {args.threads}, OpenCV 1 thread, torch.inference_mode, fp32; each stage "
-                     f"timed with perf_counter; {args.warmup} warm-up then {args.repeats} timed passes, medians; "
-                     "pre-processing = JPEG decode + crop warp + normalise; post = back to image pixels"),
+        "models": {spec: describe(reference[spec]) for spec in specs}, "faces": faces_desc, "matrix": matrix,
+        "dlib": dlib, "staged": staged, "onnx_head_share": onnx_shares, "flops": fl,
+        "protocol": (f"CPU, torch threads {args.threads}, ONNX Runtime intra-op threads {args.threads}, OpenCV 1 "
+                     f"thread, torch.inference_mode; matrix: {args.warmup} warm-up then {args.repeats} rounds, every "
+                     "row (model alone, Landmarker.landmarks_in_squares pass) and dlib interleaved in each round, "
+                     f"medians; batch 1 over {args.faces} faces, batch {args.batch} one batch; squares from the "
+                     "ground-truth landmarks, dlib on the landmark boxes; staged: torch fp32, each stage timed "
+                     "with perf_counter"),
         "meta": metadata(args.threads),
     }
+    text = report(payload, bkeys, args)
+    print(text)
+    append_markdown(args.markdown, text)
     write_json(args.out, payload)
     return 0
 
