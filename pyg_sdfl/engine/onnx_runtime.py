@@ -4,7 +4,8 @@
 (B, 3, S, S)`` -> ``landmarks (B, N, 2)`` crop pixels, so :class:`~pyg_sdfl.inference.Landmarker`,
 :class:`~pyg_sdfl.nn.flip_average.FlipAverage` and the evaluation loop use it unchanged. It runs on
 ONNX Runtime's CPU execution provider with ``threads`` intra-op threads (default: torch's
-thread count). :func:`load_onnx_model` rebuilds the :class:`~pyg_sdfl.engine.checkpoint.LoadedModel`
+thread count), which do not spin-wait between runs (they would take the cores from the crop code
+and from torch). :func:`load_onnx_model` rebuilds the :class:`~pyg_sdfl.engine.checkpoint.LoadedModel`
 record (scheme, graph, config, box mapping, provenance) from the file's metadata alone
 (:mod:`pyg_sdfl.engine.onnx_export` writes it).
 
@@ -88,6 +89,9 @@ class OnnxLandmarkModel(nn.Module):
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # no spin-waiting after a run: ONNX Runtime's idle threads otherwise keep the cores busy for a while and
+        # slow whatever runs next (torch, OpenCV, another session); on 2 cores that doubled measured times
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own pybind exception types
