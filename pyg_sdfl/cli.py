@@ -42,10 +42,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pyg_sdfl.experiment import evaluate_run
     from pyg_sdfl.weights import pretrained_path
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else pretrained_path(args.model)
-    loaded = load_model(checkpoint, device=resolve_device(str(args.device)), backend=args.backend)
-    if loaded.backend == "onnx" and args.precision == "bf16":
+    checkpoint = Path(args.checkpoint) if args.checkpoint else pretrained_path(_model_name(args))
+    onnx = args.backend == "onnx" or (args.backend is None and checkpoint.suffix.lower() == ".onnx")
+    if onnx and args.precision == "bf16":
         raise ValueError("--precision bf16 runs on the torch backend; ONNX Runtime runs the model in fp32")
+    loaded = load_model(checkpoint, device=resolve_device(str(args.device)), backend=args.backend)
     cfg = loaded.config.copy()
     dataset = args.dataset or str(cfg.dataset.name)
     data_cfg = compose(_dataset_overrides(args, dataset)).dataset
@@ -54,7 +55,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     data_cfg.crop_scale = cfg.dataset.crop_scale
     cfg.dataset = data_cfg
     cfg.device = args.device
-    cfg.train.precision = args.precision
+    cfg.train.precision = "fp32" if loaded.backend == "onnx" else args.precision
     cfg.evaluate.flip_test = bool(args.flip_test)
     out_dir = Path(args.out) if args.out else None
     if out_dir:
@@ -156,6 +157,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("export: give exactly one of --checkpoint FILE and --model NAME")
+    if args.model and not args.onnx:  # the fp16 path writes into pyg_sdfl/weights/ by default: never from itself
+        raise ValueError("export: --model NAME is for --onnx; the fp16 weights file is made from a training "
+                         "checkpoint (--checkpoint RUN/best.ckpt)")
     source = Path(args.checkpoint) if args.checkpoint else pretrained_path(args.model)
     if args.onnx:
         from pyg_sdfl.engine.onnx_export import export_onnx
@@ -208,9 +212,10 @@ def _load_landmarker(args: argparse.Namespace):
         kwargs["detector"] = args.detector
     if args.passes is not None:
         kwargs["passes"] = args.passes
+    name = _model_name(args)
     if args.checkpoint:
         return Landmarker.from_checkpoint(args.checkpoint, **kwargs)
-    return Landmarker.from_pretrained(args.model, **kwargs)
+    return Landmarker.from_pretrained(name, **kwargs)
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -401,6 +406,13 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_name(args: argparse.Namespace) -> str:
+    """``--model`` (default ``300w``); refused together with ``--checkpoint``, which would win silently."""
+    if args.checkpoint and args.model:
+        raise ValueError("give --checkpoint FILE or --model NAME, not both")
+    return args.model or "300w"
+
+
 def _pretrained_names() -> List[str]:
     from pyg_sdfl.weights import PRETRAINED
 
@@ -409,7 +421,7 @@ def _pretrained_names() -> List[str]:
 
 def _runtime_arguments(parser: argparse.ArgumentParser, default_precision: str) -> None:
     """--model, --backend, --precision: which shipped model, what runs it, in which precision."""
-    parser.add_argument("--model", default="300w", choices=_pretrained_names(),
+    parser.add_argument("--model", default=None, choices=_pretrained_names(),
                         help="the shipped model when no --checkpoint is given: 300w (accurate, the default) or "
                              "300w-fast (small and fast); see docs/predict.md#speed")
     parser.add_argument("--backend", default=None, choices=["torch", "onnx"],

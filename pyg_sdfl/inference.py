@@ -217,9 +217,11 @@ class Landmarker:
             elsewhere, and always fp32 on the ONNX backend (measured on 300-W test/lfpw: bf16 moves
             the NME by <= 0.02 pp and halves the batch-32 time; docs/predict.md#speed).
 
-    A torch model's SDFL heads run their fused graph path (a gather over the fixed graph's
-    neighbour table; the same weights and outputs as PyG's message passing, without its scatter
-    overhead). A model loaded with ``backend="onnx"`` runs on ONNX Runtime.
+    A torch model's SDFL heads are switched to their fused graph path (a gather over the fixed
+    graph's neighbour table; the same weights and outputs as PyG's message passing, without its
+    scatter overhead): the ``model`` passed in stays switched (``use_graph_backend(model, "pyg")``
+    switches it back, e.g. for PyG's explainers). A model loaded with ``backend="onnx"`` runs on
+    ONNX Runtime.
     """
 
     def __init__(
@@ -249,6 +251,8 @@ class Landmarker:
         self.device = resolve_device(str(device)) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
         self.backend = str(getattr(model, "backend", "torch"))
+        if self.backend == "onnx" and self.device.type != "cpu":
+            raise ValueError(f"the onnx backend runs on the CPU; got device={device!r} (use backend='torch' there)")
         self.precision = self._resolve_precision(str(precision))
         #: why this precision: e.g. "auto -> bf16 (CPU has avx512_bf16)" (also in repr)
         self.precision_reason = self._explain_precision(str(precision))
@@ -318,6 +322,9 @@ class Landmarker:
         else the one stored in the file when it was fitted for that detector, else the package's
         (``pyg_sdfl/weights/<detector>_box_mapping.json``).
         """
+        if backend == "onnx" or (backend is None and Path(path).suffix.lower() == ".onnx"):
+            if (resolve_device(device) if device == "auto" else torch.device(device)).type != "cpu":
+                raise ValueError(f"the onnx backend runs on the CPU; got device={device!r} (use backend='torch' there)")
         loaded = load_model(path, backend=backend)
         if detector is None:
             detector = default_detector_name()

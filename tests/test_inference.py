@@ -403,6 +403,12 @@ def test_fast_model_loads_strictly_is_small_and_predicts_real_faces(w300_root):
     assert errors.mean() < 0.08, errors
 
 
+def test_cli_checkpoint_and_model_together_are_refused(tiny_ckpt, face, tmp_path, capsys):
+    path = _png(tmp_path, "face.png", face[0])
+    assert main(["predict", str(path), "--checkpoint", str(tiny_ckpt), "--model", "300w-fast"]) == 2
+    assert "give --checkpoint FILE or --model NAME, not both" in capsys.readouterr().err
+
+
 def test_cli_predict_an_empty_file_is_one_line_and_loads_no_model(tmp_path, capsys):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")

@@ -1,7 +1,7 @@
 """A trained model as an ONNX file that carries everything needed to use it.
 
     pyg-sdfl export --onnx --checkpoint RUN/best.ckpt --out model.onnx
-    pyg-sdfl export --onnx --pretrained 300w-fast --out sdfl_300w_fast.onnx
+    pyg-sdfl export --onnx --model 300w-fast --out sdfl_300w_fast.onnx
 
 The network is exported with ``torch.onnx.export(dynamo=True)`` (opset :data:`ONNX_OPSET`) from
 the model as :func:`~pyg_sdfl.engine.checkpoint.load_model` rebuilds it, with the SDFL head on its
@@ -28,6 +28,7 @@ torch model's within :data:`PARITY_ATOL_PX` pixels, else nothing is written.
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import io
@@ -69,6 +70,11 @@ def _find(name: str) -> Any:
     import importlib.util
 
     return importlib.util.find_spec(name)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def _sha256(path: Path) -> str:
@@ -130,7 +136,9 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
     _require_onnx()
     import onnx
 
-    model = loaded.model.float().cpu().eval()
+    if loaded.backend != "torch":
+        raise ValueError(f"{loaded.path} is already an ONNX model: export its torch checkpoint or weights file instead")
+    model = copy.deepcopy(loaded.model).float().cpu().eval()  # the caller's model keeps its device, mode and path
     use_graph_backend(model, "fused")
     s = loaded.image_size
     example = torch.zeros(2, 3, s, s)
@@ -138,16 +146,23 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
     buffer = io.BytesIO()
     with torch.no_grad():
         model(example)  # an eager pass first: the heads build their cached tables outside the trace
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=int(opset), input_names=["images"],
-                                    output_names=["landmarks"], dynamic_shapes={"images": {0: batch}},
-                                    verbose=False)
+        try:
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=int(opset),
+                                        input_names=["images"], output_names=["landmarks"],
+                                        dynamic_shapes={"images": {0: batch}}, verbose=False)
+        except Exception as err:  # the exporter's own error types, pages long: one line and the cause
+            raise RuntimeError(f"ONNX export of {loaded.path} failed: {_first_line(err)}") from err
     proto = program.model_proto
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), int(opset))  # what was written
     for key, value in _metadata(loaded, int(opset)).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "pyg_sdfl"
     proto.producer_version = __version__
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as err:  # onnx.checker.ValidationError is not a RuntimeError
+        raise RuntimeError(f"the ONNX export of {loaded.path} is not a valid model: {_first_line(err)}") from None
     buffer.write(proto.SerializeToString())
     return buffer.getvalue()
 
@@ -157,13 +172,14 @@ def _check_parity(data: bytes, loaded: LoadedModel, atol_px: float) -> float:
     from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
 
     runtime = OnnxLandmarkModel(data, name="export check")
+    model = copy.deepcopy(loaded.model).float().cpu().eval()  # what was exported, whatever the caller's mode
     g = torch.Generator().manual_seed(0)
     s = loaded.image_size
     worst = 0.0
     with torch.no_grad():
         for b in (1, 3):
             x = torch.randn(b, 3, s, s, generator=g)
-            worst = max(worst, float((runtime(x) - loaded.model(x)).abs().max()))
+            worst = max(worst, float((runtime(x) - model(x)).abs().max()))
     if not worst <= atol_px:
         raise ValueError(f"the ONNX export differs from the torch model by {worst:.3g} px (> {atol_px} px); not written")
     return worst

@@ -116,6 +116,8 @@ class OnnxLandmarkModel(nn.Module):
         self.output_name = self.session.get_outputs()[0].name
 
     def forward(self, images: Union[Tensor, np.ndarray]) -> Tensor:
+        """``images (B, 3, S, S)`` (tensor or array, any float type) -> landmarks ``(B, N, 2)`` float32
+        crop pixels; ``ValueError`` naming the expected shape for anything else."""
         s = self.image_size
         if isinstance(images, Tensor):
             array = images.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -125,7 +127,10 @@ class OnnxLandmarkModel(nn.Module):
             raise ValueError(f"{self.name}: images must be a tensor or an array (B, 3, {s}, {s}); got {type(images).__name__}")
         if array.ndim != 4 or array.shape[1:] != (3, s, s) or array.shape[0] < 1:
             raise ValueError(f"{self.name}: expected images of shape (B, 3, {s}, {s}), got {tuple(array.shape)}")
-        out = self.session.run([self.output_name], {self.input_name: array})[0]
+        try:
+            out = self.session.run([self.output_name], {self.input_name: array})[0]
+        except Exception as err:  # onnxruntime's Fail / InvalidArgument are not RuntimeErrors
+            raise RuntimeError(f"{self.name}: ONNX Runtime failed: {_first_line(err)}") from None
         return torch.from_numpy(out)
 
     def extra_repr(self) -> str:
@@ -144,11 +149,12 @@ def load_onnx_model(path: Union[str, os.PathLike], threads: Optional[int] = None
         scheme = get_scheme(md["scheme"])
         box_mapping = json.loads(md.get("box_mapping", "null"))
         meta = json.loads(md.get("meta", "{}"))
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: unreadable pyg_sdfl metadata ({_first_line(err)})") from None
     if scheme.num_points != runtime.num_points or int(config.dataset.image_size) != runtime.image_size:
-        raise CheckpointError(f"{path}: its metadata disagree (scheme {scheme.name} has {scheme.num_points} points, "
-                              f"the file says {runtime.num_points})")
+        raise CheckpointError(f"{path}: its metadata disagree (scheme {scheme.name}: {scheme.num_points} points, "
+                              f"config: {int(config.dataset.image_size)} px; the file says {runtime.num_points} "
+                              f"points, {runtime.image_size} px)")
     meta = dict(meta)
     meta.setdefault("onnx_file", path.name)
     return LoadedModel(model=runtime, graph=graph, scheme=scheme, config=config, path=path, kind="onnx", backend="onnx",

@@ -111,7 +111,7 @@ def check_compatible(state: Dict[str, Any], scheme_name: str, graph: LandmarkGra
         )
 
 
-def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: LandmarkGraph, device: torch.device) -> None:
+def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: LandmarkGraph) -> None:
     """Fine-tuning: the weights of ``path`` (a training checkpoint or an exported file), loaded strictly
     into ``model``; the optimiser, schedule and epoch count start fresh (unlike ``train.resume``)."""
     ckpt = load_checkpoint(path, map_location="cpu")
@@ -168,7 +168,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     datasets = build_datasets(cfg, splits)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
     if cfg.train.init_from and not cfg.train.resume:
-        _initialise_from(model, Path(str(cfg.train.init_from)), splits.scheme.name, graph, device)
+        _initialise_from(model, Path(str(cfg.train.init_from)), splits.scheme.name, graph)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.loss, graph).to(device)

@@ -69,7 +69,8 @@ class NeighbourTable:
             raise ValueError(f"edge_index must hold integer node ids; got {ei.dtype}")
         n, ei = int(num_nodes), ei.long().cpu()
         if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
-            raise ValueError(f"edge_index refers to node {int(ei.max())} but num_nodes={n}")
+            bad = int(ei.min()) if int(ei.min()) < 0 else int(ei.max())
+            raise ValueError(f"edge_index refers to node {bad} but node ids run from 0 to num_nodes - 1 = {n - 1}")
         src, dst = ei[0].tolist(), ei[1].tolist()
         e = len(src)
         incoming = [[] for _ in range(n)]

@@ -84,6 +84,21 @@ def test_cli_export_onnx_then_predict_with_it(tiny_ckpt, tmp_path):
     both = subprocess.run([sys.executable, "-m", "pyg_sdfl.cli", "export", "--onnx", "--checkpoint", str(tiny_ckpt),
                            "--model", "300w"], capture_output=True, text=True, timeout=600)
     assert both.returncode == 2 and "exactly one of --checkpoint FILE and --model NAME" in both.stderr
+    # the fp16 path writes into pyg_sdfl/weights/ by default: a shipped model is never its source
+    fp16 = subprocess.run([sys.executable, "-m", "pyg_sdfl.cli", "export", "--model", "300w-fast"],
+                          capture_output=True, text=True, timeout=600)
+    assert fp16.returncode == 2 and "--model NAME is for --onnx" in fp16.stderr
+    assert "Traceback" not in fp16.stderr
+
+
+def test_export_leaves_the_callers_model_as_it_was(tiny_ckpt, tmp_path):
+    from pyg_sdfl.nn.heads import SDFLHead
+
+    loaded = load_model(tiny_ckpt)
+    loaded.model.train()
+    export_onnx(loaded, tmp_path / "m.onnx")
+    assert loaded.model.training
+    assert all(h.graph_backend == "pyg" for h in loaded.model.modules() if isinstance(h, SDFLHead))
 
 
 @pytest.mark.skipif(not pretrained_path("300w").is_file(), reason="the shipped 300-W weights are absent")

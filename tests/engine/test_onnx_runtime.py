@@ -64,6 +64,10 @@ def test_backend_choices_are_checked(tiny_ckpt, tiny_onnx):
         load_model(tiny_onnx, device="cuda")
     with pytest.raises(ValueError, match="precision='bf16' runs on the torch backend"):
         Landmarker.from_checkpoint(tiny_onnx, precision="bf16", detector="haar")
+    with pytest.raises(ValueError, match="the onnx backend runs on the CPU; got device='cuda'"):
+        Landmarker.from_checkpoint(tiny_onnx, device="cuda", detector="haar")
+    with pytest.raises(ValueError, match="is already an ONNX model"):
+        export_onnx(tiny_onnx, tiny_onnx.with_name("again.onnx"))
 
 
 def test_landmarker_on_onnx_equals_torch(tiny_ckpt, tiny_onnx):

@@ -29,32 +29,6 @@ GRAPHS = {
 }
 
 
-# ----------------------------------------------------------------------------- the table
-def test_table_lists_every_edge_once_by_target_and_by_source():
-    edge_index, n = GRAPHS["irregular"]()
-    t = NeighbourTable.from_edge_index(edge_index, n)
-    e = edge_index.shape[1]
-    assert sorted(t.in_edges[t.in_mask].tolist()) == list(range(e))
-    assert sorted(t.out_edges[t.out_mask].tolist()) == list(range(e))
-    for i in range(n):
-        ids = t.in_edges[i][t.in_mask[i]]
-        assert (edge_index[1, ids] == i).all() and (t.in_sources[i][t.in_mask[i]] == edge_index[0, ids]).all()
-        out = t.out_edges[i][t.out_mask[i]]
-        assert (edge_index[0, out] == i).all()
-    assert (t.in_edges.reshape(-1)[t.in_position] == torch.arange(e)).all()
-    assert (t.out_edges.reshape(-1)[t.out_position] == torch.arange(e)).all()
-    assert t.in_is_self.sum() == (edge_index[0] == edge_index[1]).sum()
-
-
-def test_table_rejects_bad_edge_index():
-    with pytest.raises(ValueError, match=r"\(2, E\)"):
-        NeighbourTable.from_edge_index(torch.zeros(3, 4, dtype=torch.long), 5)
-    with pytest.raises(ValueError, match="num_nodes=3"):
-        NeighbourTable.from_edge_index(torch.tensor([[0, 5], [1, 2]]), 3)
-    with pytest.raises(ValueError, match="integer"):
-        NeighbourTable.from_edge_index(torch.zeros(2, 4), 5)
-
-
 # ----------------------------------------------------------------------------- attention and one layer
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 @pytest.mark.parametrize("over", ["target", "source"])

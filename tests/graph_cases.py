@@ -1,4 +1,4 @@
-"""Graphs the layer tests share (imported by the tests of this folder; not a test module)."""
+"""Graphs the graph and layer tests share (imported by tests; not a test module)."""
 from __future__ import annotations
 
 import torch
