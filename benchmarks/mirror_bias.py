@@ -68,6 +68,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     loaded = load_model(args.checkpoint)
     cfg, model = loaded.config, loaded.model
     cfg.dataset.root = args.root
+    for part in ("train", "test"):  # a training checkpoint stores its readers' roots resolved, not as ${dataset.root}
+        if part in cfg.dataset and "root" in cfg.dataset[part]:
+            cfg.dataset[part].root = args.root
     splits = load_splits(cfg.dataset)
     datasets = build_datasets(cfg, splits)
     precision = str(cfg.train.precision)
