@@ -38,15 +38,15 @@ def _dataset_overrides(args: argparse.Namespace, dataset: Optional[str] = None) 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pyg_sdfl.engine.builders import resolve_device
-    from pyg_sdfl.engine.checkpoint import load_model
+    from pyg_sdfl.engine.checkpoint import load_model, resolve_backend
     from pyg_sdfl.experiment import evaluate_run
     from pyg_sdfl.weights import pretrained_path
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else pretrained_path(_model_name(args))
-    onnx = args.backend == "onnx" or (args.backend is None and checkpoint.suffix.lower() == ".onnx")
-    if onnx and args.precision == "bf16":
+    device = resolve_device(str(args.device))
+    if resolve_backend(checkpoint, args.backend, device) == "onnx" and args.precision == "bf16":
         raise ValueError("--precision bf16 runs on the torch backend; ONNX Runtime runs the model in fp32")
-    loaded = load_model(checkpoint, device=resolve_device(str(args.device)), backend=args.backend)
+    loaded = load_model(checkpoint, device=device, backend=args.backend)
     cfg = loaded.config.copy()
     dataset = args.dataset or str(cfg.dataset.name)
     data_cfg = compose(_dataset_overrides(args, dataset)).dataset

@@ -46,7 +46,7 @@ from pyg_sdfl.data.transforms import normalise_image
 from pyg_sdfl.detection.base import Detection, Detector
 from pyg_sdfl.detection.mapping import load_detector_mapping, mapping_from_dict
 from pyg_sdfl.engine.builders import resolve_device
-from pyg_sdfl.engine.checkpoint import CheckpointError, load_model
+from pyg_sdfl.engine.checkpoint import CheckpointError, load_model, resolve_backend
 from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, resolve_precision
 from pyg_sdfl.geometry import (box_square, check_boxes, crop_matrix, crop_to_image, line_angle,
                                oriented_landmark_square, square_to_box)
@@ -322,9 +322,8 @@ class Landmarker:
         else the one stored in the file when it was fitted for that detector, else the package's
         (``pyg_sdfl/weights/<detector>_box_mapping.json``).
         """
-        if backend == "onnx" or (backend is None and Path(path).suffix.lower() == ".onnx"):
-            if (resolve_device(device) if device == "auto" else torch.device(device)).type != "cpu":
-                raise ValueError(f"the onnx backend runs on the CPU; got device={device!r} (use backend='torch' there)")
+        # the onnx backend off the CPU is refused before anything is exported (the model loads on the CPU)
+        resolve_backend(path, backend, resolve_device("auto") if device == "auto" else device)
         loaded = load_model(path, backend=backend)
         if detector is None:
             detector = default_detector_name()

@@ -41,3 +41,13 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny_run")
     train(compose(TINY_RUN), run)
     return run / "best.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_ckpt, tmp_path_factory) -> Path:
+    """:func:`tiny_ckpt` exported to ONNX (needs the [onnx] extra; the tests that use it skip without it)."""
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
+    pytest.importorskip("onnxscript", reason="the [onnx] extra (onnxscript) is not installed")
+    from pyg_sdfl.engine.onnx_export import export_onnx
+
+    return export_onnx(tiny_ckpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx")

@@ -33,6 +33,8 @@ from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 __all__ = [
     "BACKENDS",
     "CheckpointError",
+    "float_state",
+    "resolve_backend",
     "save_checkpoint",
     "load_checkpoint",
     "load_state_dict_strict",
@@ -210,6 +212,27 @@ class LoadedModel:
 BACKENDS = ("torch", "onnx")
 
 
+def resolve_backend(path: str | os.PathLike, backend: Optional[str] = None,
+                    device: str | torch.device = "cpu") -> str:
+    """What runs the model in ``path``: ``backend`` checked against :data:`BACKENDS`, by default ``"onnx"``
+    for a ``.onnx`` file and ``"torch"`` otherwise; a ``.onnx`` file on torch (:class:`CheckpointError`)
+    or the onnx backend on a device other than the CPU (``ValueError``) is refused, before anything loads."""
+    is_onnx = Path(path).suffix.lower() == ".onnx"
+    backend = backend or ("onnx" if is_onnx else "torch")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if is_onnx and backend != "onnx":
+        raise CheckpointError(f"{path} is an ONNX file: it runs on backend='onnx', not {backend!r}")
+    if backend == "onnx" and torch.device(device).type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU; got device={str(device)!r} (use backend='torch' there)")
+    return backend
+
+
+def float_state(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """A state dict with its floating tensors in fp32 (exported files store fp16)."""
+    return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in state.items()}
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", backend: Optional[str] = None) -> LoadedModel:
     """The one loader: rebuild the model from a file's own config and graph, load its weights strictly.
 
@@ -221,16 +244,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", back
     is wrong (missing entries, a scheme the package does not know, keys or shapes that do not match).
     """
     path = Path(path)
-    is_onnx = path.suffix.lower() == ".onnx"
-    backend = backend or ("onnx" if is_onnx else "torch")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    if is_onnx or backend == "onnx":
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"the onnx backend runs on the CPU; got device={device!r} (use backend='torch' there)")
-    if is_onnx:
-        if backend != "onnx":
-            raise CheckpointError(f"{path} is an ONNX file: it runs on backend='onnx', not {backend!r}")
+    backend = resolve_backend(path, backend, device)
+    if path.suffix.lower() == ".onnx":
         from pyg_sdfl.engine.onnx_runtime import load_onnx_model
 
         return load_onnx_model(path)
@@ -263,8 +278,7 @@ def _load_torch_model(path: Path, device: str | torch.device) -> LoadedModel:
     config = complete_config(stored)
     graph = LandmarkGraph.from_dict(ckpt["graph"])
     model = build_model(config, graph, scheme.num_points)
-    state = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
-    load_state_dict_strict(model, state)
+    load_state_dict_strict(model, float_state(ckpt["model"]))
     model.to(device).eval()
     best = ckpt.get("best") or {}
     epoch = best.get("epoch", ckpt.get("epoch", (ckpt.get("meta") or {}).get("epoch")))

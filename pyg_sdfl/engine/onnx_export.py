@@ -46,7 +46,7 @@ from pyg_sdfl.engine.checkpoint import LoadedModel, load_model
 from pyg_sdfl.engine.export import model_config
 from pyg_sdfl.nn.heads import use_graph_backend
 
-__all__ = ["ONNX_OPSET", "PARITY_ATOL_PX", "METADATA_PREFIX", "export_onnx", "onnx_model_bytes"]
+__all__ = ["ONNX_OPSET", "PARITY_ATOL_PX", "METADATA_PREFIX", "export_onnx", "first_error_line", "onnx_model_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def _find(name: str) -> Any:
     return importlib.util.find_spec(name)
 
 
-def _first_line(err: BaseException) -> str:
+def first_error_line(err: BaseException) -> str:
+    """The first line of an error's text (ONNX tooling errors run to pages), or its type's name."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
@@ -151,7 +152,7 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
                                         input_names=["images"], output_names=["landmarks"],
                                         dynamic_shapes={"images": {0: batch}}, verbose=False)
         except Exception as err:  # the exporter's own error types, pages long: one line and the cause
-            raise RuntimeError(f"ONNX export of {loaded.path} failed: {_first_line(err)}") from err
+            raise RuntimeError(f"ONNX export of {loaded.path} failed: {first_error_line(err)}") from err
     proto = program.model_proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), int(opset))  # what was written
     for key, value in _metadata(loaded, int(opset)).items():
@@ -162,7 +163,7 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
     try:
         onnx.checker.check_model(proto)
     except Exception as err:  # onnx.checker.ValidationError is not a RuntimeError
-        raise RuntimeError(f"the ONNX export of {loaded.path} is not a valid model: {_first_line(err)}") from None
+        raise RuntimeError(f"the ONNX export of {loaded.path} is not a valid model: {first_error_line(err)}") from None
     buffer.write(proto.SerializeToString())
     return buffer.getvalue()
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from pyg_sdfl.engine.checkpoint import CheckpointError, LoadedModel, complete_config
-from pyg_sdfl.engine.onnx_export import FORMAT, METADATA_PREFIX
+from pyg_sdfl.engine.onnx_export import FORMAT, METADATA_PREFIX, first_error_line
 from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.schemes import get_scheme
 
@@ -50,11 +50,6 @@ def _import_onnxruntime() -> Any:
             "the ONNX backend needs onnxruntime: install the extra with `pip install -c constraints.txt \"pyg_sdfl[onnx]\"`"
         ) from None
     return onnxruntime
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 class OnnxLandmarkModel(nn.Module):
@@ -95,7 +90,7 @@ class OnnxLandmarkModel(nn.Module):
         try:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own pybind exception types
-            raise CheckpointError(f"{self.name} is not a model ONNX Runtime can load: {_first_line(err)}") from None
+            raise CheckpointError(f"{self.name} is not a model ONNX Runtime can load: {first_error_line(err)}") from None
         custom = self.session.get_modelmeta().custom_metadata_map
         self.metadata: Dict[str, str] = {k[len(METADATA_PREFIX):]: v for k, v in custom.items()
                                          if k.startswith(METADATA_PREFIX)}
@@ -130,7 +125,7 @@ class OnnxLandmarkModel(nn.Module):
         try:
             out = self.session.run([self.output_name], {self.input_name: array})[0]
         except Exception as err:  # onnxruntime's Fail / InvalidArgument are not RuntimeErrors
-            raise RuntimeError(f"{self.name}: ONNX Runtime failed: {_first_line(err)}") from None
+            raise RuntimeError(f"{self.name}: ONNX Runtime failed: {first_error_line(err)}") from None
         return torch.from_numpy(out)
 
     def extra_repr(self) -> str:
@@ -150,7 +145,7 @@ def load_onnx_model(path: Union[str, os.PathLike], threads: Optional[int] = None
         box_mapping = json.loads(md.get("box_mapping", "null"))
         meta = json.loads(md.get("meta", "{}"))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{path}: unreadable pyg_sdfl metadata ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: unreadable pyg_sdfl metadata ({first_error_line(err)})") from None
     if scheme.num_points != runtime.num_points or int(config.dataset.image_size) != runtime.image_size:
         raise CheckpointError(f"{path}: its metadata disagree (scheme {scheme.name}: {scheme.num_points} points, "
                               f"config: {int(config.dataset.image_size)} px; the file says {runtime.num_points} "

@@ -50,6 +50,7 @@ from pyg_sdfl.engine.builders import (
 from pyg_sdfl.engine.checkpoint import (
     CheckpointError,
     capture_rng_state,
+    float_state,
     load_checkpoint,
     load_state_dict_strict,
     remove_stale_temporaries,
@@ -116,8 +117,7 @@ def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: Land
     into ``model``; the optimiser, schedule and epoch count start fresh (unlike ``train.resume``)."""
     ckpt = load_checkpoint(path, map_location="cpu")
     check_compatible(ckpt, scheme_name, graph, f"train.init_from={path}")
-    state = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
-    load_state_dict_strict(model, state, what=f"train.init_from={path}")
+    load_state_dict_strict(model, float_state(ckpt["model"]), what=f"train.init_from={path}")
     log.info("weights initialised from %s (epoch %s of that run); optimiser and schedule start fresh", path,
              ckpt.get("epoch", (ckpt.get("meta") or {}).get("epoch")))
 

@@ -21,11 +21,6 @@ from pyg_sdfl.engine.onnx_export import METADATA_PREFIX, PARITY_ATOL_PX, export_
 from pyg_sdfl.weights import pretrained_path  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny_ckpt, tmp_path_factory):
-    return export_onnx(tiny_ckpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
-
-
 def test_the_graph_has_no_scatter_and_a_dynamic_batch(tiny_onnx):
     model = onnx.load(tiny_onnx)
     ops = {node.op_type for node in model.graph.node}

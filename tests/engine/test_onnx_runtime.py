@@ -17,11 +17,6 @@ from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel  # noqa: E402
 from pyg_sdfl.inference import Landmarker  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny_ckpt, tmp_path_factory):
-    return export_onnx(tiny_ckpt, tmp_path_factory.mktemp("onnx_rt") / "tiny.onnx")
-
-
 def test_wrong_image_shapes_and_types_are_named(tiny_onnx):
     model = OnnxLandmarkModel(tiny_onnx)
     for bad in (torch.zeros(1, 3, 32, 32), torch.zeros(3, 64, 64), torch.zeros(0, 3, 64, 64), torch.zeros(2, 1, 64, 64)):
