@@ -153,6 +153,7 @@ KEY_TYPES: Dict[str, KeyType] = {
     "dataset.scheme": STR,
     "dataset.image_size": INT,
     "dataset.crop_scale": FLOAT,
+    "dataset.annotation_offset_x": FLOAT,
     "dataset.val_fraction": FLOAT,
     "dataset.split_seed": INT,
     "dataset.on_bad_image": STR,

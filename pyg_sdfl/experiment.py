@@ -74,7 +74,8 @@ def evaluate_run(cfg: DictConfig, checkpoint: Union[Path, LoadedModel], out_dir:
     for name in names:
         result = evaluate(model, datasets[name], splits.scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
                           threshold=threshold, normalisation=str(cfg.evaluate.normalisation),
-                          precision=str(cfg.train.precision), flip_test=bool(cfg.evaluate.flip_test))
+                          precision=str(cfg.train.precision), flip_test=bool(cfg.evaluate.flip_test),
+                          annotation_offset_x=float(cfg.dataset.annotation_offset_x))
         metrics[name] = result["summary"]
         curves[name] = result["nme"]
         if out_dir is not None and int(cfg.evaluate.grid_faces) > 0:

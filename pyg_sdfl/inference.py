@@ -50,7 +50,7 @@ from pyg_sdfl.engine.checkpoint import CheckpointError, load_model, resolve_back
 from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, resolve_precision
 from pyg_sdfl.geometry import (box_square, check_boxes, crop_matrix, crop_to_image, line_angle,
                                oriented_landmark_square, square_to_box)
-from pyg_sdfl.nn.flip_average import FlipAverage
+from pyg_sdfl.nn.flip_average import FlipAverage, flip_average_shift
 from pyg_sdfl.nn.heads import use_graph_backend
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
@@ -208,6 +208,9 @@ class Landmarker:
         batch_size: faces per forward pass.
         flip_test: average each face's prediction with the un-mirrored prediction of its mirror
             image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`): twice the model cost.
+        annotation_offset_x: image pixels the training labels sat right of the mirror-symmetric
+            content (``dataset.annotation_offset_x``; the loaders pass the model's): the flip
+            average keeps that learnt offset instead of cancelling it.
         passes: model passes for a detected face: 1 crops from the detection only, each further
             pass crops the landmark square of the previous prediction (re-cropping).
         align_rotation: turn each crop by the face's in-plane angle so that the model sees it
@@ -239,6 +242,7 @@ class Landmarker:
         passes: int = 2,
         align_rotation: bool = True,
         precision: str = "auto",
+        annotation_offset_x: float = 0.0,
     ) -> None:
         if int(image_size) != image_size or image_size <= 0:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
@@ -275,6 +279,9 @@ class Landmarker:
         self.meta = dict(meta or {})
         self.batch_size = int(batch_size)
         self.flip_test = bool(flip_test)
+        if isinstance(annotation_offset_x, bool) or not math.isfinite(float(annotation_offset_x)):
+            raise ValueError(f"annotation_offset_x must be a finite number of pixels, got {annotation_offset_x!r}")
+        self.annotation_offset_x = float(annotation_offset_x)
         self.passes = int(passes)
         self.align_rotation = bool(align_rotation)
         self.last_track_stats: Dict[str, Any] = {}
@@ -334,6 +341,7 @@ class Landmarker:
                 box_mapping = stored
         meta = dict(loaded.meta)
         meta.setdefault("source", str(path))
+        kwargs.setdefault("annotation_offset_x", loaded.annotation_offset_x)
         return cls(loaded.model, loaded.scheme, loaded.image_size, loaded.crop_scale,
                    box_mapping=box_mapping, device=device, detector=detector, meta=meta, **kwargs)
 
@@ -428,7 +436,11 @@ class Landmarker:
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with precision_autocast(self.device, self.precision):
-                out = self._net(batch)
+                if self.flip_test:
+                    shift = flip_average_shift(torch.from_numpy(mats[lo:lo + self.batch_size]), self.annotation_offset_x)
+                    out = self._net(batch, shift.to(self.device))
+                else:
+                    out = self._net(batch)
             preds.append(out.float().cpu().numpy().astype(np.float64))
         return crop_to_image(np.concatenate(preds), mats)
 

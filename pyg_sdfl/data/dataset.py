@@ -30,6 +30,7 @@ also lives in shared memory, so it reaches persistent workers).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -130,6 +131,9 @@ class LandmarkDataset(Dataset):
         on_bad_image: ``"skip"`` (drop faces whose image fails the construction checks; training
             datasets only) or ``"fail"`` (see the module docstring).
         cache_images: decode every image once here and keep it in memory.
+        annotation_offset_x: how far (image pixels) the annotations sit right of the
+            mirror-symmetric content; mirrored crops keep it
+            (:func:`~pyg_sdfl.data.transforms.mirrored_label_shift`). 0 = the labels are exact.
     """
 
     def __init__(
@@ -142,8 +146,11 @@ class LandmarkDataset(Dataset):
         seed: int = 0,
         on_bad_image: str = "skip",
         cache_images: bool = False,
+        annotation_offset_x: float = 0.0,
     ) -> None:
         self.scheme = get_scheme(scheme)
+        if isinstance(annotation_offset_x, bool) or not math.isfinite(float(annotation_offset_x)):
+            raise ValueError(f"annotation_offset_x must be a finite number of pixels, got {annotation_offset_x!r}")
         if on_bad_image not in ("skip", "fail"):
             raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
         if int(image_size) != image_size or image_size <= 0:
@@ -161,6 +168,7 @@ class LandmarkDataset(Dataset):
         self.seed = int(seed)
         self.on_bad_image = on_bad_image
         self.cache_images = bool(cache_images)
+        self.annotation_offset_x = float(annotation_offset_x)
         self._flip_perm = np.asarray(self.scheme.flip_permutation, dtype=np.int64)
         single_threaded_opencv()
 
@@ -265,18 +273,26 @@ class LandmarkDataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} faces")
         index %= n
-        image = self._load(index)
         params = self.augment_params(index)
+        crop, landmarks = self.warp(index, params)
         M = self.crop_matrix(index, params)
-        crop, landmarks = warp_sample(image, self.samples[index].landmarks, M, self.image_size, self._flip_perm)
-        if params.occlusion_box is not None:
-            paint_occlusion(crop, params.occlusion_box, params.occlusion_colour)
         return {
             "image": torch.from_numpy(normalise_image(crop)),
             "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
             "matrix": torch.from_numpy(M.astype(np.float32)),
             "index": index,
         }
+
+    def warp(self, index: int, params: AugmentParams = _NO_AUGMENT) -> Tuple[np.ndarray, np.ndarray]:
+        """Face ``index`` under one augmentation draw ``params``: ``(crop (S, S, 3) uint8 RGB,
+        landmarks (N, 2) float64 crop pixels)``, occluder painted; what ``__getitem__`` normalises."""
+        image = self._load(index)
+        M = self.crop_matrix(index, params)
+        crop, landmarks = warp_sample(image, self.samples[index].landmarks, M, self.image_size, self._flip_perm,
+                                      self.annotation_offset_x)
+        if params.occlusion_box is not None:
+            paint_occlusion(crop, params.occlusion_box, params.occlusion_colour)
+        return crop, landmarks
 
     def _load(self, index: int) -> np.ndarray:
         if self._images is not None:

@@ -23,6 +23,7 @@ __all__ = [
     "AugmentConfig",
     "AugmentParams",
     "flip_landmarks",
+    "mirrored_label_shift",
     "warp_sample",
     "sample_occlusion",
     "paint_occlusion",
@@ -35,12 +36,16 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def flip_landmarks(points: np.ndarray, width: int, perm: Sequence[int]) -> np.ndarray:
-    """Landmarks of the horizontally mirrored image: ``x' = width - 1 - x``, then ``out[i] = p[perm[i]]``.
+def flip_landmarks(
+    points: np.ndarray, width: int, perm: Sequence[int], annotation_offset_x: float = 0.0
+) -> np.ndarray:
+    """Landmarks of the horizontally mirrored image: ``x' = width - 1 + 2 b - x``, then ``out[i] = p[perm[i]]``.
 
     ``points`` is ``(N, 2)``, ``width`` the image width in pixels, ``perm`` the scheme's
     ``flip_permutation`` (so the new landmark 36 of 300-W, image-left outer eye corner, is the
-    mirrored old 45).
+    mirrored old 45). ``b = annotation_offset_x`` is how far (image pixels) the annotations sit
+    right of the mirror-symmetric image content (:mod:`pyg_sdfl.studies.mirror_offset` measures
+    it): the mirrored labels keep that offset instead of turning it into ``-b``.
     """
     pts = np.asarray(points, dtype=np.float64)
     perm = np.asarray(perm, dtype=np.int64)
@@ -49,8 +54,21 @@ def flip_landmarks(points: np.ndarray, width: int, perm: Sequence[int]) -> np.nd
     if perm.shape != (pts.shape[0],):
         raise ValueError(f"flip permutation has {perm.size} entries for {pts.shape[0]} landmarks")
     mirrored = pts.copy()
-    mirrored[:, 0] = (width - 1) - mirrored[:, 0]
+    mirrored[:, 0] = (width - 1 + 2.0 * float(annotation_offset_x)) - mirrored[:, 0]
     return mirrored[perm]
+
+
+def mirrored_label_shift(M: np.ndarray, annotation_offset_x: float) -> np.ndarray:
+    """The ``(2,)`` crop-pixel shift that keeps the annotations' horizontal offset on a mirrored crop.
+
+    Annotations sit ``b = annotation_offset_x`` image pixels right of the content: label
+    ``l = p + b e_x`` for a true point ``p``. A crop matrix ``M = [A | t]`` that mirrors (``A = F A0``,
+    ``F = diag(-1, 1)``, ``A0`` its unmirrored rotation and scale) maps that offset to ``A b e_x``,
+    pointing left on the crop; the mirrored crop is a crop of the mirrored image, whose labels
+    would carry ``F A F b e_x`` (right again). The difference is ``-2 b A[:, 0]``, added to
+    ``apply_affine(l, M)``. Zero for ``b = 0``.
+    """
+    return -2.0 * float(annotation_offset_x) * np.asarray(M, dtype=np.float64)[:, 0]
 
 
 def warp_sample(
@@ -59,12 +77,14 @@ def warp_sample(
     M: np.ndarray,
     out_size: int,
     flip_perm: Optional[Sequence[int]] = None,
+    annotation_offset_x: float = 0.0,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Resample ``image`` once with ``M`` (bilinear, black outside) and map ``landmarks`` with it.
 
     Returns ``(crop (S, S, 3) uint8, landmarks (N, 2) float64)``. If ``M`` mirrors
     (``det M[:, :2] < 0``) the landmark indices are permuted with ``flip_perm``, which is then
-    required.
+    required, and the landmarks are moved by :func:`mirrored_label_shift` so that they keep the
+    annotations' horizontal offset ``annotation_offset_x`` (image pixels) against the content.
     """
     M = check_affine(M)
     mirrored = np.linalg.det(M[:, :2]) < 0
@@ -76,6 +96,7 @@ def warp_sample(
     )
     pts = apply_affine(landmarks, M)
     if mirrored:
+        pts = pts + mirrored_label_shift(M, annotation_offset_x)
         perm = np.asarray(flip_perm, dtype=np.int64)
         if perm.shape != (pts.shape[0],):
             raise ValueError(f"flip permutation has {perm.size} entries for {pts.shape[0]} landmarks")

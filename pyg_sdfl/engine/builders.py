@@ -145,6 +145,7 @@ def build_datasets(cfg: DictConfig, splits: DataSplits, augment_train: bool = Tr
         crop_scale=float(cfg.dataset.crop_scale),
         on_bad_image=str(cfg.dataset.on_bad_image),
         cache_images=bool(cfg.dataset.cache_images),
+        annotation_offset_x=float(cfg.dataset.annotation_offset_x),
     )
     out = {}
     if splits.train:

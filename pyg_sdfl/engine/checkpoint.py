@@ -203,6 +203,12 @@ class LoadedModel:
         return float(self.config.dataset.crop_scale)
 
     @property
+    def annotation_offset_x(self) -> float:
+        """Image pixels the training labels sat right of the mirror-symmetric content (the offset
+        the model learnt; test-time flip averaging keeps it). 0 where the dataset declares none."""
+        return float(self.config.dataset.get("annotation_offset_x", 0.0))
+
+    @property
     def edge_index(self) -> torch.Tensor:
         """The graph's ``(2, E)`` edges, row 0 source ``j``, row 1 target ``i``."""
         return self.graph.edge_index

@@ -14,7 +14,7 @@ from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.geometry import crop_to_image
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
-from pyg_sdfl.nn.flip_average import FlipAverage
+from pyg_sdfl.nn.flip_average import FlipAverage, flip_average_shift
 from pyg_sdfl.schemes import LandmarkScheme
 
 __all__ = ["Predictions", "predict", "evaluate", "precision_autocast", "resolve_precision", "cpu_bf16_flags"]
@@ -44,11 +44,13 @@ def predict(
     num_workers: int = 0,
     precision: str = "fp32",
     flip_permutation: Optional[Sequence[int]] = None,
+    annotation_offset_x: float = 0.0,
 ) -> Predictions:
     """Run ``model`` over ``dataset`` (no augmentation) and collect original-image predictions.
 
     With ``flip_permutation`` (the scheme's), each crop's prediction is averaged with that of its
-    mirror image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`, twice the cost).
+    mirror image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`, twice the cost), keeping the
+    annotations' horizontal offset ``annotation_offset_x`` (image pixels, ``dataset.annotation_offset_x``).
     """
     device = torch.device(device)
     precision = resolve_precision(precision, device)  # once: "auto" reads the CPU's flags
@@ -60,7 +62,11 @@ def predict(
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         with precision_autocast(device, precision):
-            out = net(images)
+            if flip_permutation is not None:
+                shift = flip_average_shift(batch["matrix"].to(torch.float64), annotation_offset_x).to(device)
+                out = net(images, shift)
+            else:
+                out = net(images)
         preds.append(out.float().cpu().numpy())
         mats.append(batch["matrix"].numpy().astype(np.float64))
         idx.append(batch["index"].numpy())
@@ -90,14 +96,17 @@ def evaluate(
     normalisation: str = "inter_ocular",
     precision: str = "fp32",
     flip_test: bool = False,
+    annotation_offset_x: float = 0.0,
 ) -> Dict[str, Any]:
     """NME, FR@threshold and AUC@threshold overall and per subset tag.
 
-    ``flip_test`` averages each face's prediction with its mirror image's (scheme's flip permutation).
+    ``flip_test`` averages each face's prediction with its mirror image's (scheme's flip
+    permutation, the annotations' horizontal offset ``annotation_offset_x`` kept: :func:`predict`).
     Returns ``{"summary": {...}, "nme": (M,) per-face errors, "predictions": Predictions}``.
     """
     preds = predict(model, dataset, batch_size=batch_size, device=device, precision=precision,
-                    flip_permutation=scheme.flip_permutation if flip_test else None)
+                    flip_permutation=scheme.flip_permutation if flip_test else None,
+                    annotation_offset_x=annotation_offset_x)
     errors = per_face_nme(preds.pred, preds.target, scheme, mode=normalisation)
     summary = summarize(errors, preds.subsets, threshold=threshold)
     return {"summary": summary, "nme": errors, "predictions": preds}

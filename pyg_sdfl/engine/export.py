@@ -10,7 +10,7 @@ The file is a plain dict (``torch.load(weights_only=True)`` reads it, and so doe
     {"format": 1, "kind": "pyg_sdfl.pretrained",
      "model": state dict, floating tensors in fp16 (fp32 where a value would overflow fp16),
      "graph": LandmarkGraph.to_dict(), "scheme": "300w",
-     "config": {"dataset": {name, scheme, image_size, crop_scale}, "backbone": ..., "head": ..., "graph": ...},
+     "config": {"dataset": {name, scheme, image_size, crop_scale, annotation_offset_x}, "backbone": ..., "head": ..., "graph": ...},
      "box_mapping": BoxMapping.to_dict() or None,
      "meta": {provenance: command, data, protocol, machine, wall time, epoch, metrics, versions, ...}}
 
@@ -42,7 +42,7 @@ def model_config(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"the checkpoint's config lacks {missing}")
     dataset = config["dataset"]
     return {
-        "dataset": {k: dataset[k] for k in ("name", "scheme", "image_size", "crop_scale") if k in dataset},
+        "dataset": {k: dataset[k] for k in ("name", "scheme", "image_size", "crop_scale", "annotation_offset_x") if k in dataset},
         "backbone": dict(config["backbone"]),
         "head": dict(config["head"]),
         "graph": dict(config.get("graph", {})),

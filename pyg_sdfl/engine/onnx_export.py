@@ -103,7 +103,7 @@ def _metadata(loaded: LoadedModel, opset: int) -> Dict[str, str]:
     from omegaconf import OmegaConf
 
     cfg = loaded.config  # only the model's sections: data paths may be unset (exported files carry none)
-    dataset = {k: cfg.dataset[k] for k in ("name", "scheme", "image_size", "crop_scale") if k in cfg.dataset}
+    dataset = {k: cfg.dataset[k] for k in ("name", "scheme", "image_size", "crop_scale", "annotation_offset_x") if k in cfg.dataset}
     config = model_config({"dataset": dataset, **{k: OmegaConf.to_container(cfg[k], resolve=True)
                                                   for k in ("backbone", "head", "graph") if k in cfg}})
     graph = {k: v for k, v in loaded.graph.to_dict().items() if k != "correlation"}

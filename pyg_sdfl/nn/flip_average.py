@@ -5,7 +5,7 @@ For a crop ``x`` of side ``S`` and its horizontal mirror ``x~`` (pixel column ``
     q      = model(x)                                   (B, N, 2) crop pixels
     q~     = model(x~)                                  (B, N, 2) in the mirror's pixels
     u[i]   = (S - 1 - q~[perm[i], 0], q~[perm[i], 1])   back to x's pixels and landmark indices
-    output = (q + u) / 2
+    output = (q + u + s) / 2,   s = 2 b A[:, 0]                  (B, 2), per face
 
 ``perm`` is the scheme's ``flip_permutation`` (landmark ``i`` of a mirrored face is landmark
 ``perm[i]`` of the original, e.g. left and right eye corners swap), the same one the training
@@ -16,17 +16,24 @@ nearly independent estimates of the same points; averaging them lowers the varia
 error at twice the inference cost. It also cancels any horizontal offset the model has learnt
 (the mirrored view's offset comes back negated), so it hurts a model that was fine-tuned without
 flips to learn the annotations' own horizontal offset (the shipped 300-W model: docs/results.md).
+
+Unless the shift ``s`` puts it back: annotations that sit ``b`` image pixels right of the
+mirror-symmetric content (``dataset.annotation_offset_x``, measured by
+:mod:`pyg_sdfl.studies.mirror_offset`; 0.89 px on 300-W) are learnt as an offset ``A b e_x`` on a
+crop with image -> crop matrix ``[A | t]``; the un-mirrored view brings it back as ``-A b e_x``, so
+``s = 2 b A[:, 0]`` (:func:`flip_average_shift`) restores it. Training applies the same convention
+to its mirrored crops (:func:`pyg_sdfl.data.transforms.mirrored_label_shift`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from pyg_sdfl.schemes import check_flip_permutation
 
-__all__ = ["FlipAverage", "unflip_points"]
+__all__ = ["FlipAverage", "unflip_points", "flip_average_shift"]
 
 
 def unflip_points(points: Tensor, perm: Tensor, image_size: int) -> Tensor:
@@ -35,6 +42,14 @@ def unflip_points(points: Tensor, perm: Tensor, image_size: int) -> Tensor:
     out = points[:, perm].clone()
     out[..., 0] = (image_size - 1) - out[..., 0]
     return out
+
+
+def flip_average_shift(matrices: Tensor, annotation_offset_x: float) -> Tensor:
+    """``s = 2 b A[:, 0]`` of each crop: ``matrices`` ``(B, 2, 3)`` image -> crop (unmirrored),
+    ``b = annotation_offset_x`` in image pixels; returns ``(B, 2)`` crop pixels (zeros for ``b = 0``)."""
+    if matrices.dim() != 3 or tuple(matrices.shape[1:]) != (2, 3):
+        raise ValueError(f"matrices must be (B, 2, 3), got shape {tuple(matrices.shape)}")
+    return 2.0 * float(annotation_offset_x) * matrices[:, :, 0]
 
 
 class FlipAverage(nn.Module):
@@ -52,7 +67,9 @@ class FlipAverage(nn.Module):
         self.model = model
         self.register_buffer("perm", perm, persistent=False)
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, shift: Optional[Tensor] = None) -> Tensor:
+        """``images`` ``(B, 3, S, S)`` -> ``(B, N, 2)``; ``shift`` ``(B, 2)`` crop pixels
+        (:func:`flip_average_shift`), added to the un-mirrored view; none = zero."""
         if images.dim() != 4:
             raise ValueError(f"images must be (B, 3, S, S), got shape {tuple(images.shape)}")
         size = images.shape[-1]
@@ -62,5 +79,9 @@ class FlipAverage(nn.Module):
         both = self.model(torch.cat([images, images.flip(-1)], dim=0))
         if both.shape[1] != self.perm.numel():
             raise ValueError(f"the model predicts {both.shape[1]} points; flip_permutation has {self.perm.numel()}")
-        direct, mirrored = both[:batch], both[batch:]
-        return 0.5 * (direct + unflip_points(mirrored, self.perm, size))
+        direct, back = both[:batch], unflip_points(both[batch:], self.perm, size)
+        if shift is not None:
+            if tuple(shift.shape) != (batch, 2):
+                raise ValueError(f"shift must be ({batch}, 2), got shape {tuple(shift.shape)}")
+            back = back + shift.to(back.dtype)[:, None, :]
+        return 0.5 * (direct + back)

@@ -8,7 +8,7 @@ from torch import nn
 from pyg_sdfl.data.synthetic import SyntheticFaces
 from pyg_sdfl.data.transforms import normalise_image, warp_sample
 from pyg_sdfl.geometry import crop_matrix, crop_square
-from pyg_sdfl.nn.flip_average import FlipAverage, unflip_points
+from pyg_sdfl.nn.flip_average import FlipAverage, flip_average_shift, unflip_points
 from pyg_sdfl.schemes import get_scheme
 
 S = 64
@@ -27,19 +27,24 @@ class Oracle(nn.Module):
         return self.points[dist.argmin(dim=1)]
 
 
-def _crops(flip: bool):
+def _crops(flip: bool, annotation_offset_x: float = 0.0, with_matrices: bool = False):
     """Two synthetic faces cropped like training data, mirrored by the affine (the augmentation's
-    mirror) when ``flip``; returns ``(2, 3, S, S)`` images and ``(2, 68, 2)`` landmarks."""
+    mirror) when ``flip``; returns ``(2, 3, S, S)`` images and ``(2, 68, 2)`` landmarks (and the
+    ``(2, 2, 3)`` matrices with ``with_matrices``)."""
     scheme = get_scheme("300w")
     faces = SyntheticFaces(2, seed=3, image_size=128)
-    images, points = [], []
+    images, points, matrices = [], [], []
     for i in range(2):
         image, pts, _ = faces.render(i)
         cx, cy, side = crop_square(pts, 1.2)
         M = crop_matrix((cx, cy), side, S, rotation_deg=7.0 * (i + 1), flip=flip)
-        crop, target = warp_sample(image, pts, M, S, flip_perm=scheme.flip_permutation)
+        crop, target = warp_sample(image, pts, M, S, flip_perm=scheme.flip_permutation,
+                                   annotation_offset_x=annotation_offset_x)
         images.append(torch.from_numpy(normalise_image(crop)))
         points.append(torch.from_numpy(target).float())
+        matrices.append(torch.from_numpy(M))
+    if with_matrices:
+        return torch.stack(images), torch.stack(points), torch.stack(matrices)
     return torch.stack(images), torch.stack(points)
 
 
@@ -58,6 +63,24 @@ def test_tensor_mirror_is_the_augmentation_mirror():
     oracle = Oracle(torch.cat([images, mirrored]), torch.cat([points, mirrored_points]))
     out = FlipAverage(oracle, get_scheme("300w").flip_permutation)(images)
     assert torch.allclose(out, points, atol=1e-4)
+
+
+@pytest.mark.parametrize("offset", [0.89, -1.5])
+def test_the_shift_keeps_the_annotation_offset_of_the_training_convention(offset):
+    """Labels that sit ``b`` px right of the content (``annotation_offset_x``): a model that answers
+    exactly what training taught it, on the plain crop and on its mirror (mirrored labels keeping
+    the offset: warp_sample), is left unchanged by flip averaging with ``flip_average_shift``; the
+    crops are turned 7 and 14 degrees, so the offset is not along the crop's x axis. Without the
+    shift the average moves every point by ``-b`` along the image's x axis."""
+    images, points, matrices = _crops(flip=False, annotation_offset_x=offset, with_matrices=True)
+    mirrored, mirrored_points = _crops(flip=True, annotation_offset_x=offset)
+    oracle = Oracle(torch.cat([images, mirrored]), torch.cat([points, mirrored_points]))
+    wrapped = FlipAverage(oracle, get_scheme("300w").flip_permutation)
+    shift = flip_average_shift(matrices, offset)
+    assert torch.allclose(wrapped(images, shift.float()), points, atol=1e-4)
+    expected_move = -offset * matrices[:, None, :, 0].float()  # -b e_x of the image, in crop pixels
+    assert torch.allclose(wrapped(images) - points, expected_move.expand_as(points), atol=1e-4)
+    assert torch.equal(flip_average_shift(matrices, 0.0), torch.zeros(2, 2, dtype=matrices.dtype))
 
 
 def test_the_average_of_two_views():
@@ -101,6 +124,10 @@ def test_bad_inputs():
         wrapped(torch.zeros(1, 3, 32, 48))
     with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
         wrapped(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match=r"shift must be \(1, 2\)"):
+        wrapped(torch.zeros(1, 3, 32, 32), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"matrices must be \(B, 2, 3\)"):
+        flip_average_shift(torch.zeros(2, 3), 1.0)
     with pytest.raises(ValueError, match="predicts 5 points"):
         FlipAverage(lambda_model(5), get_scheme("300w").flip_permutation)(torch.zeros(1, 3, 32, 32))
 
