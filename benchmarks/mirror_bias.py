@@ -10,10 +10,13 @@ image pixels and in crop pixels, and how the horizontal residual varies with fac
 *validation* split only and scores the test split with that shift subtracted (both axes, and x
 only): the NME a constant correction would give. Nothing here changes the shipped model.
 
-Why it matters: training mirrors half of the faces with ``x' = W - 1 - x`` (0-based pixel
-centres). If the annotations sit ``b`` pixels off that convention horizontally, the mirrored
-labels carry ``-b`` where the originals carry ``+b``; the model learns their average, 0, and is
-then ``-b`` off on every test face. A vertical offset, untouched by mirroring, is learnt.
+Why it matters: training used to mirror half of the faces with ``x' = W - 1 - x`` (0-based pixel
+centres). The 300-W annotations sit ``b`` = 0.89 px right of the mirror-symmetric content
+(``benchmarks/annotation_offset.py``, no model involved), so the mirrored labels carried ``-b`` where
+the originals carry ``+b``; the model learnt their average, 0, and was ``-b`` off on every test
+face. Mirrored crops now keep ``b`` (``dataset.annotation_offset_x``), and this script is how a
+trained model shows it: its mean x residual should be ~0. A vertical offset, untouched by
+mirroring, is learnt either way.
 """
 from __future__ import annotations
 

@@ -86,6 +86,9 @@ def _shift(a: np.ndarray, b: np.ndarray, axis: int, max_shift: float, step: floa
     zero-mean squared difference over the patch interior (``margin`` px dropped at each side) is
     minimised on a grid of ``step``, then refined by a parabola through the best three."""
     size = a.shape[0]
+    if a.shape != (size, size) or b.shape != a.shape or size - 2 * margin < 5:
+        raise ValueError(f"patches too small or not square and alike: {a.shape}, {b.shape} "
+                         f"(need at least {2 * margin + 5} px a side with a {margin} px margin)")
     inner = slice(margin, size - margin)
     a_in = a[inner, inner] - a[inner, inner].mean()
     grid = np.arange(-max_shift, max_shift + step / 2, step)
@@ -105,12 +108,12 @@ def _shift(a: np.ndarray, b: np.ndarray, axis: int, max_shift: float, step: floa
     return float(grid[k])
 
 
-def horizontal_shift(a: np.ndarray, b: np.ndarray, max_shift: float = 3.0, step: float = 0.05, margin: int = 4) -> float:
+def horizontal_shift(a: np.ndarray, b: np.ndarray, max_shift: float = 5.0, step: float = 0.05, margin: int = 4) -> float:
     """Horizontal ``d`` with ``a(x, y) ~ b(x - d, y)`` for two ``(P, P)`` patches (sub-pixel)."""
     return _shift(a, b, 1, max_shift, step, margin)
 
 
-def vertical_shift(a: np.ndarray, b: np.ndarray, max_shift: float = 3.0, step: float = 0.05, margin: int = 4) -> float:
+def vertical_shift(a: np.ndarray, b: np.ndarray, max_shift: float = 5.0, step: float = 0.05, margin: int = 4) -> float:
     """Vertical ``d`` with ``a(x, y) ~ b(x, y - d)`` for two ``(P, P)`` patches (sub-pixel)."""
     return _shift(a, b, 0, max_shift, step, margin)
 
