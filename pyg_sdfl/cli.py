@@ -53,7 +53,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     # the model was trained at this crop size and scale: keep them
     data_cfg.image_size = cfg.dataset.image_size
     data_cfg.crop_scale = cfg.dataset.crop_scale
-    data_cfg.annotation_offset_x = cfg.dataset.annotation_offset_x  # the labels' offset the model learnt (flip test)
     cfg.dataset = data_cfg
     cfg.device = args.device
     cfg.train.precision = "fp32" if loaded.backend == "onnx" else args.precision

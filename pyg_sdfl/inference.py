@@ -210,7 +210,7 @@ class Landmarker:
             image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`): twice the model cost.
         annotation_offset_x: image pixels the training labels sat right of the mirror-symmetric
             content (``dataset.annotation_offset_x``; the loaders pass the model's): the flip
-            average keeps that learnt offset instead of cancelling it.
+            average imposes that offset, so that it answers in its training labels' convention.
         passes: model passes for a detected face: 1 crops from the detection only, each further
             pass crops the landmark square of the previous prediction (re-cropping).
         align_rotation: turn each crop by the face's in-plane angle so that the model sees it
@@ -438,7 +438,7 @@ class Landmarker:
             with precision_autocast(self.device, self.precision):
                 if self.flip_test:
                     shift = flip_average_shift(torch.from_numpy(mats[lo:lo + self.batch_size]), self.annotation_offset_x)
-                    out = self._net(batch, shift.to(self.device))
+                    out = self._net(batch, shift.to(device=self.device, dtype=torch.float32))
                 else:
                     out = self._net(batch)
             preds.append(out.float().cpu().numpy().astype(np.float64))

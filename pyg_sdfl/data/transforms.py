@@ -63,10 +63,10 @@ def mirrored_label_shift(M: np.ndarray, annotation_offset_x: float) -> np.ndarra
 
     Annotations sit ``b = annotation_offset_x`` image pixels right of the content: label
     ``l = p + b e_x`` for a true point ``p``. A crop matrix ``M = [A | t]`` that mirrors (``A = F A0``,
-    ``F = diag(-1, 1)``, ``A0`` its unmirrored rotation and scale) maps that offset to ``A b e_x``,
-    pointing left on the crop; the mirrored crop is a crop of the mirrored image, whose labels
-    would carry ``F A F b e_x`` (right again). The difference is ``-2 b A[:, 0]``, added to
-    ``apply_affine(l, M)``. Zero for ``b = 0``.
+    ``F = diag(-1, 1)``, ``A0`` its unmirrored rotation and scale) maps that offset to ``A b e_x``.
+    The mirrored crop is the crop of the mirrored image (matrix ``A F`` from it), whose labels would
+    carry the offset along that image's x axis: ``A F b e_x = -A b e_x``. The difference,
+    ``-2 b A[:, 0]``, is added to ``apply_affine(l, M)``. Zero for ``b = 0``.
     """
     return -2.0 * float(annotation_offset_x) * np.asarray(M, dtype=np.float64)[:, 0]
 

@@ -144,7 +144,7 @@ def complete_config(stored: Mapping[str, Any]) -> DictConfig:
     """A file's stored config on top of the package defaults for its dataset.
 
     Training checkpoints store the whole resolved config; exported files only the model part
-    (``dataset.{name, scheme, image_size, crop_scale}``, ``backbone``, ``head``, ``graph``). Both
+    (``dataset.{name, scheme, image_size, crop_scale, annotation_offset_x}``, ``backbone``, ``head``, ``graph``). Both
     come back as a complete config, so every reader finds every declared key (``evaluate.*``,
     ``train.precision``, ``dataset.split_seed``, ...), also for files written before a key was
     declared; a missing ``train`` section comes from ``train=quick`` (fp32). ``backbone`` and
@@ -204,8 +204,10 @@ class LoadedModel:
 
     @property
     def annotation_offset_x(self) -> float:
-        """Image pixels the training labels sat right of the mirror-symmetric content (the offset
-        the model learnt; test-time flip averaging keeps it). 0 where the dataset declares none."""
+        """Image pixels the training labels sat right of the mirror-symmetric content; test-time flip
+        averaging imposes it. Files written before the key existed get their dataset's declared
+        value (300-W: 0.89), which is right for any model scored against those labels; 0 where the
+        dataset declares none."""
         return float(self.config.dataset.get("annotation_offset_x", 0.0))
 
     @property

@@ -63,7 +63,8 @@ def predict(
         images = batch["image"].to(device, non_blocking=True)
         with precision_autocast(device, precision):
             if flip_permutation is not None:
-                shift = flip_average_shift(batch["matrix"].to(torch.float64), annotation_offset_x).to(device)
+                shift = flip_average_shift(batch["matrix"].to(torch.float64), annotation_offset_x)
+                shift = shift.to(device=device, dtype=torch.float32)
                 out = net(images, shift)
             else:
                 out = net(images)

@@ -15,14 +15,15 @@ is ``(S - 1) / 2``). Both views go through the model as one batch of ``2B``. A m
 nearly independent estimates of the same points; averaging them lowers the variance part of the
 error at twice the inference cost. It also cancels any horizontal offset the model has learnt
 (the mirrored view's offset comes back negated), so it hurts a model that was fine-tuned without
-flips to learn the annotations' own horizontal offset (the shipped 300-W model: docs/results.md).
+flips to learn the annotations' own horizontal offset (the 300-W model shipped before 2026-12-04).
 
-Unless the shift ``s`` puts it back: annotations that sit ``b`` image pixels right of the
+The shift ``s`` puts the annotations' offset back: labels that sit ``b`` image pixels right of the
 mirror-symmetric content (``dataset.annotation_offset_x``, measured by
-:mod:`pyg_sdfl.studies.mirror_offset`; 0.89 px on 300-W) are learnt as an offset ``A b e_x`` on a
-crop with image -> crop matrix ``[A | t]``; the un-mirrored view brings it back as ``-A b e_x``, so
-``s = 2 b A[:, 0]`` (:func:`flip_average_shift`) restores it. Training applies the same convention
-to its mirrored crops (:func:`pyg_sdfl.data.transforms.mirrored_label_shift`).
+:mod:`pyg_sdfl.studies.mirror_offset`; 0.89 px on 300-W) carry ``A b e_x`` on a crop with image ->
+crop matrix ``[A | t]``; whatever offset ``c A e_x`` a model learnt, the un-mirrored view carries
+``-c A e_x``, so with ``s = 2 b A[:, 0]`` (:func:`flip_average_shift`) the average is the true point
+plus ``b A e_x``: the labels' convention, imposed. Training applies the same convention to its
+mirrored crops (:func:`pyg_sdfl.data.transforms.mirrored_label_shift`).
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def flip_average_shift(matrices: Tensor, annotation_offset_x: float) -> Tensor:
     ``b = annotation_offset_x`` in image pixels; returns ``(B, 2)`` crop pixels (zeros for ``b = 0``)."""
     if matrices.dim() != 3 or tuple(matrices.shape[1:]) != (2, 3):
         raise ValueError(f"matrices must be (B, 2, 3), got shape {tuple(matrices.shape)}")
+    if bool((torch.linalg.det(matrices[:, :, :2].double()) < 0).any()):
+        raise ValueError("flip averaging takes unmirrored crops; a crop matrix mirrors (det < 0)")
     return 2.0 * float(annotation_offset_x) * matrices[:, :, 0]
 
 

@@ -1,7 +1,7 @@
 """The mirror convention of the training crops: mirroring twice is the identity, a mirrored crop is
 the crop of the mirrored image (labels included, at any rotation), and on real 300-W faces the
 mirrored labels carry no offset against the mirrored pixels (the bug of every flip-trained model
-before ``dataset.annotation_offset_x``: 0.54 crop px at 128 px)."""
+before ``dataset.annotation_offset_x``: about 0.5 crop px at 128 px)."""
 from __future__ import annotations
 
 import cv2

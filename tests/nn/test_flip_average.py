@@ -128,6 +128,8 @@ def test_bad_inputs():
         wrapped(torch.zeros(1, 3, 32, 32), torch.zeros(2, 2))
     with pytest.raises(ValueError, match=r"matrices must be \(B, 2, 3\)"):
         flip_average_shift(torch.zeros(2, 3), 1.0)
+    with pytest.raises(ValueError, match="unmirrored crops"):
+        flip_average_shift(torch.tensor([[[-1.0, 0.0, 5.0], [0.0, 1.0, 0.0]]]), 1.0)
     with pytest.raises(ValueError, match="predicts 5 points"):
         FlipAverage(lambda_model(5), get_scheme("300w").flip_permutation)(torch.zeros(1, 3, 32, 32))
 
