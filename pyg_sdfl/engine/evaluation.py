@@ -8,9 +8,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from pyg_sdfl.data.dataset import LandmarkDataset
+from pyg_sdfl.engine.distributed import SINGLE_PROCESS, DistributedContext, gather_objects
 from pyg_sdfl.geometry import crop_to_image
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
@@ -45,19 +46,23 @@ def predict(
     precision: str = "fp32",
     flip_permutation: Optional[Sequence[int]] = None,
     annotation_offset_x: float = 0.0,
+    context: DistributedContext = SINGLE_PROCESS,
 ) -> Predictions:
     """Run ``model`` over ``dataset`` (no augmentation) and collect original-image predictions.
 
     With ``flip_permutation`` (the scheme's), each crop's prediction is averaged with that of its
     mirror image (:class:`~pyg_sdfl.nn.flip_average.FlipAverage`, twice the cost), keeping the
     annotations' horizontal offset ``annotation_offset_x`` (image pixels, ``dataset.annotation_offset_x``).
+    In a multi-process run (``context``), rank ``r`` of ``W`` predicts faces ``r, r + W, ...`` and every
+    rank returns the predictions of all faces, gathered and put back in dataset order.
     """
     device = torch.device(device)
     precision = resolve_precision(precision, device)  # once: "auto" reads the CPU's flags
     was_training = model.training
     model.eval()
     net = FlipAverage(model, flip_permutation).to(device) if flip_permutation is not None else model
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    shard = Subset(dataset, range(context.rank, len(dataset), context.world_size)) if context.enabled else dataset
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     preds, mats, idx = [], [], []
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
@@ -72,9 +77,13 @@ def predict(
         mats.append(batch["matrix"].numpy().astype(np.float64))
         idx.append(batch["index"].numpy())
     model.train(was_training)
-    pred_crop = np.concatenate(preds).astype(np.float64)
-    matrices = np.concatenate(mats)
-    indices = np.concatenate(idx)
+    parts = gather_objects(context, (preds, mats, idx))
+    pred_crop = np.concatenate([p for part in parts for p in part[0]]).astype(np.float64)
+    matrices = np.concatenate([m for part in parts for m in part[1]])
+    indices = np.concatenate([i for part in parts for i in part[2]])
+    if context.enabled:  # back to dataset order: the same faces in the same order as one process scores them
+        order = np.argsort(indices, kind="stable")
+        pred_crop, matrices, indices = pred_crop[order], matrices[order], indices[order]
     samples = [dataset.samples[i] for i in indices]
     target = np.stack([np.asarray(s.landmarks, dtype=np.float64) for s in samples])
     return Predictions(
@@ -98,16 +107,19 @@ def evaluate(
     precision: str = "fp32",
     flip_test: bool = False,
     annotation_offset_x: float = 0.0,
+    context: DistributedContext = SINGLE_PROCESS,
 ) -> Dict[str, Any]:
     """NME, FR@threshold and AUC@threshold overall and per subset tag.
 
     ``flip_test`` averages each face's prediction with its mirror image's (scheme's flip
     permutation, the annotations' horizontal offset ``annotation_offset_x`` kept: :func:`predict`).
+    In a multi-process run (``context``) each rank predicts a shard and the metrics are computed on
+    all faces, gathered (:func:`predict`), on every rank.
     Returns ``{"summary": {...}, "nme": (M,) per-face errors, "predictions": Predictions}``.
     """
     preds = predict(model, dataset, batch_size=batch_size, device=device, precision=precision,
                     flip_permutation=scheme.flip_permutation if flip_test else None,
-                    annotation_offset_x=annotation_offset_x)
+                    annotation_offset_x=annotation_offset_x, context=context)
     errors = per_face_nme(preds.pred, preds.target, scheme, mode=normalisation)
     summary = summarize(errors, preds.subsets, threshold=threshold)
     return {"summary": summary, "nme": errors, "predictions": preds}

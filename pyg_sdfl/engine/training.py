@@ -15,6 +15,14 @@ Faults it guards against:
 - divergence: a non-finite loss, non-finite validation predictions, or a validation NME above
   ``train.max_val_nme`` stop the run with :class:`TrainingDiverged` before that epoch's checkpoints
   are written, so ``last.ckpt``/``best.ckpt`` keep the last good state.
+
+Several processes (``torchrun``, :mod:`pyg_sdfl.engine.distributed`): the model is wrapped in
+``DistributedDataParallel``; ``train.batch_size`` stays the global batch, each rank training on its
+slice of every global batch (:mod:`pyg_sdfl.engine.sampling`: the same faces per step as one process,
+pose-balanced draws included); ``train.sync_batchnorm`` normalises over the global batch
+(:mod:`pyg_sdfl.nn.cross_process_batch_norm`; without it each rank normalises its own slice and rank
+0's running statistics are kept, as DDP does). Validation is gathered over all ranks; rank 0 alone
+writes checkpoints and the graph; a resume reads ``last.ckpt`` on every rank.
 """
 from __future__ import annotations
 
@@ -33,7 +41,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pyg_sdfl.config import validate
@@ -57,8 +66,12 @@ from pyg_sdfl.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from pyg_sdfl.engine.distributed import (SINGLE_PROCESS, DistributedContext, all_reduce_sum, broadcast_object,
+                                         rank_device)
 from pyg_sdfl.engine.evaluation import cpu_bf16_flags, evaluate, precision_autocast, resolve_precision
+from pyg_sdfl.engine.sampling import GlobalBatchShards, epoch_generator, epoch_order
 from pyg_sdfl.graph import LandmarkGraph
+from pyg_sdfl.nn.cross_process_batch_norm import convert_batch_norm
 
 log = logging.getLogger(__name__)
 
@@ -122,31 +135,41 @@ def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: Land
              ckpt.get("epoch", (ckpt.get("meta") or {}).get("epoch")))
 
 
-def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional[np.ndarray]) -> DataLoader:
-    generator = torch.Generator().manual_seed(int(cfg.seed) * 100_003 + epoch)
-    sampler = None
-    if sampler_weights is not None:
-        sampler = WeightedRandomSampler(torch.as_tensor(sampler_weights, dtype=torch.double), len(dataset),
-                                        replacement=True, generator=generator)
-    workers = int(cfg.train.num_workers)
+def _initialise_backbone_from(model: nn.Module, path: Path) -> None:
+    """The backbone's weights from ``path`` (a training checkpoint or an exported file, whatever its head),
+    loaded strictly into ``model.backbone``; the head, optimiser and schedule start fresh."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    state = {k[len("backbone."):]: v for k, v in float_state(ckpt["model"]).items() if k.startswith("backbone.")}
+    if not state:
+        raise CheckpointError(f"train.init_backbone_from={path}: the file's model has no backbone weights")
+    load_state_dict_strict(model.backbone, state, what=f"backbone (train.init_backbone_from={path})")
+    log.info("backbone initialised from %s (%d tensors); the head starts fresh", path, len(state))
+
+
+def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional[np.ndarray],
+                 context: DistributedContext = SINGLE_PROCESS) -> DataLoader:
+    """The epoch's loader: rank ``context.rank``'s slice of each global batch of ``train.batch_size``
+    (:mod:`pyg_sdfl.engine.sampling`; one process: the whole batches, as a shuffling DataLoader draws them)."""
+    batch_size = int(cfg.train.batch_size)
+    order = epoch_order(len(dataset), int(cfg.seed), epoch, sampler_weights)
+    batches = GlobalBatchShards(order, batch_size, context.world_size, context.rank,
+                                drop_last=len(dataset) >= batch_size)
     return DataLoader(
         dataset,
-        batch_size=int(cfg.train.batch_size),
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=generator,
-        num_workers=workers,
-        drop_last=len(dataset) >= int(cfg.train.batch_size),
+        batch_sampler=batches,
+        generator=epoch_generator(int(cfg.seed), epoch),  # seeds the workers as before; the order is drawn above
+        num_workers=int(cfg.train.num_workers),
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
+def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SINGLE_PROCESS) -> TrainResult:
     """Train the configured model; returns the best-on-validation summary.
 
-    Writes ``last.ckpt``, ``best.ckpt`` and ``graph.pt`` into ``run_dir``. The config is checked
-    first (:func:`pyg_sdfl.config.validate`): a value of the wrong type stops before anything is built.
+    Writes ``last.ckpt``, ``best.ckpt`` and ``graph.pt`` into ``run_dir`` (rank 0 of a multi-process
+    ``context``; every rank returns the same summary). The config is checked first
+    (:func:`pyg_sdfl.config.validate`): a value of the wrong type stops before anything is built.
     """
     validate(cfg)
     epochs = int(cfg.train.epochs)
@@ -157,20 +180,28 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     seed_everything(int(cfg.seed))
-    device = resolve_device(str(cfg.device))
+    device = rank_device(resolve_device(str(cfg.device)), context)
+    main = context.is_main
 
     splits = load_splits(cfg.dataset)
     if not splits.val:
         raise ValueError("the validation split is empty: raise dataset.val_fraction (model selection needs it)")
     log.info("data: %d train, %d val, %d test faces (%s)", len(splits.train), len(splits.val), len(splits.test), cfg.dataset.name)
     graph = build_graph(cfg.graph, splits, crop_scale=float(cfg.dataset.crop_scale), seed=int(cfg.seed))
-    graph.save(run_dir / "graph.pt")
+    if context.enabled:  # one graph for all ranks, whatever the mining's floating-point luck
+        graph = LandmarkGraph.from_dict(broadcast_object(context, graph.to_dict()))
+    if main:
+        graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
     if cfg.train.init_from and not cfg.train.resume:
         _initialise_from(model, Path(str(cfg.train.init_from)), splits.scheme.name, graph)
+    if cfg.train.init_backbone_from and not cfg.train.resume:
+        _initialise_backbone_from(model, Path(str(cfg.train.init_backbone_from)))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if context.enabled and cfg.train.sync_batchnorm:
+        model = convert_batch_norm(model, device.type)
     criterion = build_loss(cfg.loss, graph).to(device)
     optimizer = instantiate(cfg.train.optimizer)(params=model.parameters())
     scheduler = instantiate(cfg.train.scheduler)(optimizer=optimizer)
@@ -181,10 +212,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     resume = cfg.train.resume
     if resume:
         path = run_dir / "last.ckpt" if str(resume) == "last" else Path(str(resume))
-        stale = remove_stale_temporaries(run_dir)
-        if stale:
-            log.warning("removed %d temporary checkpoint file(s) left by a killed write: %s", len(stale),
-                        ", ".join(p.name for p in stale))
+        if main:
+            stale = remove_stale_temporaries(run_dir)
+            if stale:
+                log.warning("removed %d temporary checkpoint file(s) left by a killed write: %s", len(stale),
+                            ", ".join(p.name for p in stale))
+        context.barrier()  # no rank reads while rank 0 tidies
         # on the CPU: the RNG states must stay there (a CUDA run failed to resume with map_location=cuda);
         # load_state_dict moves the weights and the optimiser state to the parameters' device
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -193,34 +226,40 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         restore_rng_state(ckpt["rng"])
-        _ensure_best_checkpoint(ckpt, path, run_dir)
+        if main:
+            _ensure_best_checkpoint(ckpt, path, run_dir)
         state.update(epoch=ckpt["epoch"], best_epoch=ckpt["best"]["epoch"], best_val_nme=ckpt["best"]["val_nme"],
                      history=list(ckpt.get("history", [])), untrained_val_nme=ckpt.get("untrained_val_nme"))
         before = float((ckpt.get("meta") or {}).get("wall_time_s", 0.0))
         log.info("resumed from %s at epoch %d (%.1f s of training before)", path, state["epoch"], before)
 
-    step_fn = torch.compile(model) if cfg.train.compile else model
+    net = model
+    if context.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn = torch.compile(net) if cfg.train.compile else net
     precision = resolve_precision(str(cfg.train.precision), device)
     if str(cfg.train.precision) == "auto":
         log.info("precision: auto -> %s (%s)", precision,
                  f"device {device}" if device.type != "cpu" else f"CPU bf16 features: {cpu_bf16_flags() or 'none'}")
     if not resume and cfg.train.eval_untrained:
         rng = capture_rng_state()  # put back afterwards: the run trains exactly as it would without this
-        state["untrained_val_nme"] = float(_validate(model, datasets["val"], splits.scheme, cfg, device, precision)["nme"])
+        state["untrained_val_nme"] = float(_validate(model, datasets["val"], splits.scheme, cfg, device, precision,
+                                                     context)["nme"])
         restore_rng_state(rng)
         log.info("epoch 0 (untrained): val NME %.4f%%", 100 * state["untrained_val_nme"])
     max_val_nme = float(cfg.train.max_val_nme)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     for epoch in range(state["epoch"], epochs):
         datasets["train"].set_epoch(epoch)
-        loader = _make_loader(datasets["train"], cfg, epoch, weights)
-        stats = _train_one_epoch(step_fn, criterion, optimizer, loader, device, epoch, epochs, cfg, precision)
+        loader = _make_loader(datasets["train"], cfg, epoch, weights, context)
+        stats = _train_one_epoch(step_fn, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
+                                 context)
         scheduler.step()
         record = {"epoch": epoch + 1, **stats}
         if (epoch + 1) % int(cfg.train.val_every) == 0 or epoch + 1 == epochs:
             nonfinite = _diverged(epoch + 1, "validation predictions are NaN or infinite", cfg, stats["lr"])
             with _finite_outputs(model, nonfinite):
-                val = _validate(model, datasets["val"], splits.scheme, cfg, device, precision)
+                val = _validate(model, datasets["val"], splits.scheme, cfg, device, precision, context)
             if not val["nme"] <= max_val_nme:
                 raise _diverged(epoch + 1, f"validation NME {100 * val['nme']:.4g}% is above train.max_val_nme="
                                           f"{cfg.train.max_val_nme} ({100 * max_val_nme:g}%)", cfg, stats["lr"])
@@ -247,9 +286,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
             "untrained_val_nme": state["untrained_val_nme"],
             "meta": {"wall_time_s": before + time.perf_counter() - start, "device": str(device)},
         }
-        save_checkpoint(checkpoint, run_dir / "last.ckpt")
-        if improved:
-            save_checkpoint(checkpoint, run_dir / "best.ckpt")
+        if main:
+            save_checkpoint(checkpoint, run_dir / "last.ckpt")
+            if improved:
+                save_checkpoint(checkpoint, run_dir / "best.ckpt")
+
+    context.barrier()  # the checkpoints are written before any rank reads them
 
     return TrainResult(run_dir=run_dir, best_epoch=state["best_epoch"], best_val_nme=state["best_val_nme"],
                        epochs_run=len(state["history"]), wall_time_s=before + time.perf_counter() - start,
@@ -258,11 +300,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 
 
 def _validate(model: nn.Module, dataset: Any, scheme: Any, cfg: DictConfig, device: torch.device,
-              precision: str) -> Dict[str, float]:
-    """NME, FR and AUC of ``model`` on the validation set, with the run's evaluation settings."""
+              precision: str, context: DistributedContext = SINGLE_PROCESS) -> Dict[str, float]:
+    """NME, FR and AUC of ``model`` on the validation set (all of it, gathered over the ranks), with the
+    run's evaluation settings."""
     return evaluate(model, dataset, scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
                     threshold=float(cfg.evaluate.threshold), normalisation=str(cfg.evaluate.normalisation),
-                    precision=precision)["summary"]["all"]
+                    precision=precision, context=context)["summary"]["all"]
 
 
 def _diverged(epoch: int, cause: str, cfg: DictConfig, lr: float) -> TrainingDiverged:
@@ -342,11 +385,13 @@ def _describe(state: Optional[Dict[str, Any]]) -> str:
     return f"epoch {best.get('epoch')} (val NME {100 * float(best.get('val_nme', math.nan)):.4g}%)"
 
 
-def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision) -> Dict[str, float]:
+def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
+                     context: DistributedContext = SINGLE_PROCESS) -> Dict[str, float]:
+    """One epoch; the loss and faces/s it reports cover all ranks' faces."""
     model.train()
     max_steps = cfg.train.max_steps_per_epoch
     total = len(loader) if max_steps is None else min(len(loader), int(max_steps))
-    interactive = sys.stderr.isatty()  # a bar on a terminal; plain log lines in files and CI logs
+    interactive = sys.stderr.isatty() and context.is_main  # a bar on a terminal; plain log lines in files and CI logs
     bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not interactive)
     loss_sum, faces, t0 = 0.0, 0, time.perf_counter()
     channels_last = bool(cfg.train.channels_last)
@@ -360,17 +405,21 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
         with precision_autocast(device, precision):
             pred = model(images)
         loss = criterion(pred.float(), target)
-        if not torch.isfinite(loss):
-            raise _diverged(epoch + 1, f"the loss became {loss.item()} at step {step + 1}", cfg,
-                            optimizer.param_groups[0]["lr"])
+        # (loss x faces, faces, non-finite) summed over the ranks: every rank stops on any rank's blow-up
+        step_stats = all_reduce_sum(context, torch.tensor(
+            [loss.item() * images.shape[0], images.shape[0], 0.0 if torch.isfinite(loss) else 1.0], dtype=torch.float64))
+        step_loss = float(step_stats[0] / step_stats[1])
+        if step_stats[2] > 0:
+            raise _diverged(epoch + 1, f"the loss became {step_loss if context.enabled else loss.item()} at step "
+                                       f"{step + 1}", cfg, optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * images.shape[0]
-        faces += images.shape[0]
+        loss_sum += float(step_stats[0])
+        faces += int(step_stats[1])
         bar.update(1)
-        if step % int(cfg.train.log_every) == 0 or step + 1 == total:
-            progress = dict(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+        if context.is_main and (step % int(cfg.train.log_every) == 0 or step + 1 == total):
+            progress = dict(loss=f"{step_loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             faces_per_s=f"{faces / (time.perf_counter() - t0):.1f}")
             if interactive:
                 bar.set_postfix(**progress)
