@@ -4,8 +4,10 @@
     python experiments/aggregate.py runs --out results/graph_buys --export-runs results/graph_buys/runs
     python experiments/aggregate.py results/graph_buys/runs --out results/graph_buys           # same tables
 
-Writes tables.md, summary.json and heads.png / k_sweep.png / ablation.png / mining.png into --out.
-The logic (and the verdict rule) is in pyg_sdfl/studies/comparison.py.
+Writes tables.md, summary.json and heads.png / k_sweep.png / ablation.png / mining.png into --out, and
+<table>_paired.png (per-seed paired differences with their bootstrap intervals) for every table whose runs
+kept their per-face errors. The logic (and the verdict rule) is in pyg_sdfl/studies/comparison.py, the
+paired statistics in pyg_sdfl/studies/paired.py.
 """
 from __future__ import annotations
 

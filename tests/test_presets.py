@@ -68,7 +68,7 @@ def test_preset_sweeper_params_and_run_folders(preset: str) -> None:
     assert cfg.hydra.sweep.dir == f"runs/{preset}"
     assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.override_dirname}"  # unresolved
     assert set(cfg.hydra.job.config.override_dirname.exclude_keys) >= {"experiment", "dataset.root"}
-    assert _sweep_values(cfg, "seed") == ["0", "1"]
+    assert _sweep_values(cfg, "seed") == ["0", "1", "2"]  # three seeds by default
     params = set(cfg.hydra.sweeper.params)
     if preset == "head_comparison":
         assert params == {"head", "seed"}

@@ -10,6 +10,8 @@
 * :mod:`~pyg_sdfl.studies.explainers` - GNNExplainer and edge ablation on a graph head;
 * :mod:`~pyg_sdfl.studies.runs` - run records and the one aggregation over seeds and cell formatter;
 * :mod:`~pyg_sdfl.studies.comparison` - the comparison tables of the sweep presets (``experiments/aggregate.py``);
+* :mod:`~pyg_sdfl.studies.paired` - paired per-face differences of two runs, their bootstrap interval over
+  faces, and the comparison tables' verdict;
 * :mod:`~pyg_sdfl.studies.occlusion` - synthetic occluders and the visible / occluded NME;
 * :mod:`~pyg_sdfl.studies.occlusion_study` - the occlusion study over trained runs: records, aggregation,
   Markdown, figures (``experiments/occlusion.py``).

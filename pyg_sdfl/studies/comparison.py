@@ -15,8 +15,15 @@ mining      mining            variant      ``paper``
 
 Each row is the mean and sample standard deviation (``ddof=1``) over seeds of the test NME, FR and
 AUC (one split and subset, by default ``test`` / ``all``) and of the validation NME. A row is
-compared with the reference row by its NME difference ``delta = mean_row - mean_ref`` and called
-"better" / "worse" only when ``|delta| > std_ref + std_row`` (:func:`verdict`).
+compared with the reference row twice (:data:`VERDICT_RULE`):
+
+* paired over the same test faces (:func:`paired_comparison`): for every seed both rows ran, the
+  per-face NME difference of the row's run from the reference run of that seed, its mean and a 95%
+  percentile-bootstrap interval over faces (:mod:`pyg_sdfl.studies.paired`); the paired test says
+  "better" / "worse" when every seed's interval lies below / above 0;
+* by the seed spread (:func:`verdict`): ``delta = mean_row - mean_ref`` beyond ``std_ref + std_row``.
+
+The row is called "better" / "worse" only when both say so.
 
 Reference borrowing: the reference setting (SDFL head, k=3, variant ``paper``) is the same config
 in all four presets, so the real sweep ran it once, in ``head_comparison``. A table whose own preset
@@ -31,12 +38,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from pyg_sdfl.config import CONFIG_DIR
 from pyg_sdfl.engine.reporting import json_safe
+from pyg_sdfl.studies.paired import CONFIDENCE, RESAMPLES, bootstrap_ci, combine, paired_difference, paired_test
 from pyg_sdfl.studies.runs import IGNORED_KEYS, RunRecord, aggregate_results, format_cell, load_results
 
 __all__ = [
@@ -51,11 +59,16 @@ __all__ = [
     "preset_conditions",
     "load_runs",
     "verdict",
+    "PairedComparison",
+    "check_same_faces",
+    "paired_comparison",
     "build_table",
     "build_comparison",
+    "format_paired",
     "render_markdown",
     "summary_dict",
     "plot_table",
+    "plot_paired",
     "compact_payload",
     "export_runs",
     "write_outputs",
@@ -106,10 +119,13 @@ REFERENCE_EXPERIMENT = "head_comparison"
 REFERENCE_SETTING: Dict[str, Any] = {"head": "sdfl", "graph.k": 3, "variant": "paper"}
 
 VERDICT_RULE = (
-    "Verdict: a row is called 'better' or 'worse' than the reference row only when its test-NME "
-    "difference exceeds the seed spread, |mean_row - mean_ref| > std_ref + std_row (sample standard "
-    "deviations over seeds, ddof=1); otherwise 'no significant difference'. With fewer than 2 seeds "
-    "in either row there is no spread to compare with: 'n/a (1 seed)'."
+    f"Verdict: a row is called 'better' (or 'worse') than the reference row only when two tests both say so: "
+    f"paired, in every seed both rows ran, the {100 * CONFIDENCE:g}% percentile-bootstrap interval over test faces "
+    f"({RESAMPLES:,} resamples) of the mean per-face NME difference from the reference run of the same seed lies "
+    f"below (above) 0; and over seeds, mean_row lies below (above) mean_ref by more than std_ref + std_row "
+    f"(sample standard deviations, ddof=1). Otherwise 'no significant difference'; 'n/a (reason; the other "
+    f"test's answer)' when either test cannot be made: fewer than 2 seeds, or per-face errors missing or not of "
+    f"the same faces."
 )
 
 #: flattened keys that differ between runs of one condition without defining it
@@ -246,7 +262,8 @@ def _check_unique_conditions(runs: Sequence[Run]) -> None:
 
 # ============================================================================ tables
 def verdict(reference: Sequence[float], values: Sequence[float]) -> Tuple[float, str]:
-    """NME difference of a row from the reference row, and its verdict.
+    """NME difference of a row from the reference row, and the seed-spread rule's verdict (one half of
+    the table's verdict; :func:`paired_comparison` gives the other).
 
     ``delta = mean(values) - mean(reference)`` (negative = lower error = better). With at least two
     values on each side, ``"better"`` (``delta < 0``) or ``"worse"`` only when
@@ -266,6 +283,85 @@ def verdict(reference: Sequence[float], values: Sequence[float]) -> Tuple[float,
     return delta, "no significant difference"
 
 
+class PairedComparison(NamedTuple):
+    """:func:`paired_comparison`'s answer: one entry per paired seed, the paired test's verdict, and the
+    runs that have no per-face errors of the split (why the verdict may be n/a)."""
+
+    seeds: List[Dict[str, Any]]
+    verdict: str
+    missing: List[str]
+
+
+def check_same_faces(run: Run, reference: Run, split: str) -> int:
+    """The number of faces ``M`` both runs scored on ``split``; ``ValueError`` unless they can be the same
+    faces in the same order.
+
+    ``results.json`` stores the per-face errors in the dataset's fixed face order but no face names, so
+    this checks what it can: both runs hold ``M`` per-face errors, ``M`` equals the ``count`` of
+    ``metrics[split]["all"]`` of both runs, and each run's per-face errors average to its reported NME
+    (relative tolerance 1e-6): the list is the split the metrics describe.
+    """
+    counts = []
+    for r in (run, reference):
+        errors = r.record.nme_per_face.get(split)
+        if errors is None:
+            raise ValueError(f"{r.id} has no per-face {split} errors")
+        stats = r.record.metrics.get(split, {}).get("all", {})
+        count = stats.get("count")
+        if count is None or int(count) != errors.size:
+            raise ValueError(f"{r.id}: {errors.size} per-face {split} errors but metrics count {count}")
+        if errors.size and not math.isclose(float(errors.mean()), float(stats.get("nme", math.nan)), rel_tol=1e-6):
+            raise ValueError(f"{r.id}: its per-face {split} errors average {float(errors.mean()):.6g}, "
+                             f"its reported NME is {stats.get('nme')}")
+        counts.append(errors.size)
+    if counts[0] != counts[1]:
+        raise ValueError(f"{run.id} scored {counts[0]} {split} faces, {reference.id} {counts[1]}")
+    return counts[0]
+
+
+def paired_comparison(row_runs: Sequence[Run], ref_runs: Sequence[Run], split: str = "test", subset: str = "all",
+                      warnings: Optional[List[str]] = None, confidence: float = CONFIDENCE,
+                      resamples: int = RESAMPLES, seed: int = 0) -> PairedComparison:
+    """Paired statistics of a row's runs against the reference runs of the same seeds, over the faces of
+    ``split``.
+
+    For each seed ``s`` both rows ran (in seed order): ``d = nme_row_s - nme_ref_s`` per face
+    (:func:`~pyg_sdfl.studies.paired.paired_difference`, after :func:`check_same_faces`) and
+    :func:`~pyg_sdfl.studies.paired.bootstrap_ci` of its mean (``confidence``, ``resamples``, ``seed``;
+    the same bootstrap seed for every pair). Each entry: ``seed``, ``mean_diff``, ``ci_low``,
+    ``ci_high`` (NME fractions, negative = the row's error is lower), ``faces`` (``M``), ``run``,
+    ``reference_run``. The verdict is :func:`~pyg_sdfl.studies.paired.paired_test` of the entries, or:
+
+    * ``"n/a (no per-face errors)"`` when a run of a paired seed has none for ``split`` (results exported
+      before they were kept; their ids are in ``missing``), with no entries;
+    * ``"n/a (per-face errors do not match)"`` when two paired runs cannot be the same faces (the reason
+      is appended to ``warnings``), with no entries;
+    * ``"n/a (no per-face errors for subset ...)"`` for a ``subset`` other than ``"all"``: results store
+      the per-face errors of whole splits only, without the faces' subset tags.
+    """
+    warnings = warnings if warnings is not None else []
+    if subset != "all":
+        return PairedComparison([], f"n/a (no per-face errors for subset {subset!r})", [])
+    ref_by_seed = {json.dumps(r.seed): r for r in ref_runs}
+    pairs = [(r, ref_by_seed[json.dumps(r.seed)]) for r in sorted(row_runs, key=lambda r: _seed_key(r.seed))
+             if json.dumps(r.seed) in ref_by_seed]
+    missing = sorted({r.id for pair in pairs for r in pair if split not in r.record.nme_per_face})
+    if missing:
+        return PairedComparison([], "n/a (no per-face errors)", missing)
+    entries = []
+    for run, ref in pairs:
+        try:
+            faces = check_same_faces(run, ref, split)
+            diff = paired_difference(run.record.nme_per_face[split], ref.record.nme_per_face[split])
+        except ValueError as err:
+            warnings.append(f"no paired statistics for {run.id} against {ref.id}: {err}")
+            return PairedComparison([], "n/a (per-face errors do not match)", [])
+        ci = bootstrap_ci(diff, confidence=confidence, resamples=resamples, seed=seed)
+        entries.append({"seed": run.seed, "mean_diff": ci.mean, "ci_low": ci.low, "ci_high": ci.high,
+                        "faces": faces, "run": run.id, "reference_run": ref.id})
+    return PairedComparison(entries, paired_test([(e["mean_diff"], e["ci_low"], e["ci_high"]) for e in entries]), [])
+
+
 @dataclass
 class ComparisonTable:
     """A built table: its spec, its rows (reference first, or in order of ``k``) and where the
@@ -274,8 +370,13 @@ class ComparisonTable:
     Each row: ``condition`` (the value of ``spec.key``), ``label``, ``reference`` (bool), ``seeds``,
     ``runs`` (run ids, in seed order like the values), ``faces``, for ``m`` in nme/fr/auc: ``m``, ``m_std``,
     ``m_values`` (test split),
-    ``val_nme``, ``val_nme_std``, ``val_nme_values``, and ``delta_nme`` / ``verdict`` (``None`` /
-    ``"reference"`` on the reference row). Standard deviations of a single run are ``None``.
+    ``val_nme``, ``val_nme_std``, ``val_nme_values``, ``delta_nme`` (:func:`verdict`), ``paired`` (one
+    entry per seed both rows ran: ``seed``, ``mean_diff``, ``ci_low``, ``ci_high``, ``faces``, ``run``,
+    ``reference_run``; :func:`paired_comparison`), ``paired_verdict`` (the paired test),
+    ``seed_verdict`` (the seed-spread rule) and ``verdict`` (both joined:
+    :func:`~pyg_sdfl.studies.paired.combine`). On the reference row ``delta_nme``, ``paired_verdict``
+    and ``seed_verdict`` are ``None``, ``paired`` is ``[]`` and ``verdict`` is ``"reference"``.
+    Standard deviations of a single run are ``None``.
     """
 
     spec: TableSpec
@@ -401,6 +502,7 @@ def build_table(spec: TableSpec, runs: Sequence[Run], split: str = "test", subse
     num_points = _num_points(members)
     ref_key = json.dumps(spec.reference, default=str)
     ref_values = test_rows[ref_key]["nme_values"]
+    no_per_face: set = set()
     rows = []
     for condition in _condition_order(spec, [test_rows[k][spec.key] for k in test_rows]):
         ck = json.dumps(condition, default=str)
@@ -426,10 +528,19 @@ def build_table(spec: TableSpec, runs: Sequence[Run], split: str = "test", subse
         row["val_nme_std"] = _nan_to_none(v["nme_std"]) if v else None
         row["val_nme_values"] = v["nme_values"] if v else []
         if is_ref:
-            row["delta_nme"], row["verdict"] = None, "reference"
+            row.update(delta_nme=None, seed_verdict=None, paired=[], paired_verdict=None, verdict="reference")
         else:
-            row["delta_nme"], row["verdict"] = verdict(ref_values, t["nme_values"])
+            row["delta_nme"], row["seed_verdict"] = verdict(ref_values, t["nme_values"])
+            pc = paired_comparison(by_condition[ck], by_condition[ref_key], split=split, subset=subset,
+                                   warnings=warnings)
+            no_per_face.update(pc.missing)
+            row["paired"], row["paired_verdict"] = pc.seeds, pc.verdict
+            row["verdict"] = combine(pc.verdict, row["seed_verdict"])
         rows.append(row)
+    if no_per_face:
+        first = sorted(no_per_face)[0]
+        warnings.append(f"{spec.name}: {len(no_per_face)} run(s) have no per-face {split} errors (e.g. {first}; "
+                        "runs exported before they were kept): no paired statistics for their rows")
     borrowed.sort(key=lambda r: r.id)
     return ComparisonTable(spec=spec, rows=rows, borrowed=[r.id for r in borrowed],
                            borrowed_seeds=sorted({r.seed for r in borrowed}, key=_seed_key), num_points=num_points), ""
@@ -524,15 +635,26 @@ def _threshold_pct(runs: Sequence[Run]) -> str:
     return _join([f"{100 * float(v):g}" for v in values]) if values else "10"
 
 
+def format_paired(entries: Sequence[Mapping[str, Any]]) -> str:
+    """The paired cell: one ``seed: mean [low, high]`` per seed (percentage points, 2 decimals, signed),
+    joined by ``<br>``; ``—`` when there are none."""
+    if not entries:
+        return "—"
+    return "<br>".join(f"{e['seed']}: {100 * e['mean_diff']:+.2f} [{100 * e['ci_low']:+.2f}, {100 * e['ci_high']:+.2f}]"
+                       for e in entries)
+
+
 def render_table(table: ComparisonTable, threshold_pct: str = "10") -> str:
     """One table in Markdown: condition, seeds, test NME / FR (%) / AUC and validation NME (%) as
-    ``mean ± std`` over seeds, the NME difference from the reference (percentage points) and the
-    verdict; footnotes name borrowed reference runs and the dense graph."""
+    ``mean ± std`` over seeds, the NME difference from the reference (percentage points), the paired
+    difference per seed with its interval (:func:`format_paired`), the paired test's and the seed
+    spread's verdicts and the verdict; footnotes name borrowed reference runs and the dense graph."""
     spec = table.spec
     ref = next(r for r in table.rows if r["reference"])
     header = [spec.label, "seeds", "test NME (%)", f"FR@{threshold_pct} (%)", f"AUC@{threshold_pct}", "val NME (%)",
-              f"Δ NME vs {spec.label}={ref['condition']} (pp)", "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 5 + "---|"]
+              f"Δ NME vs {spec.label}={ref['condition']} (pp)",
+              f"paired Δ (pp) per seed: mean [{100 * CONFIDENCE:g}% CI]", "paired", "seed spread", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 6 + "---|" * 3]
     for row in table.rows:
         label = f"**{row['label']}** (reference)" if row["reference"] else row["label"]
         cells = [
@@ -543,6 +665,9 @@ def render_table(table: ComparisonTable, threshold_pct: str = "10") -> str:
             format_cell(row["auc"], row["auc_std"], 1, 4),
             format_cell(row["val_nme"], row["val_nme_std"], 100, 2),
             "—" if row["delta_nme"] is None else f"{100 * row['delta_nme']:+.2f}",
+            format_paired(row["paired"]),
+            row["paired_verdict"] or "—",
+            row["seed_verdict"] or "—",
             row["verdict"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -589,7 +714,9 @@ def render_markdown(comparison: Comparison) -> str:
         "Cells are mean ± sample standard deviation (ddof=1) over seeds (no ± with one seed). The best epoch "
         "of every run was chosen on the validation split (carved from train); the test columns are a report "
         "only and selected nothing. Δ NME: row mean minus reference mean, in percentage points (negative = "
-        "lower error).",
+        "lower error). Paired Δ, per seed both rows ran: the mean over the same faces of the row's per-face NME "
+        "minus the reference run's of that seed, with its percentile-bootstrap interval over faces; 'paired' and "
+        "'seed spread' are the two tests' answers, 'verdict' joins them.",
         "",
         VERDICT_RULE,
         "",
@@ -680,6 +807,13 @@ def plot_table(table: ComparisonTable, path: PathLike, footer: Optional[str] = N
         if len(rows) > 4:
             plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
+    return _save_with_footer(fig, path, footer)
+
+
+def _save_with_footer(fig, path: PathLike, footer: Optional[str]) -> Path:
+    """Write ``fig`` to ``path`` with the small provenance ``footer`` line under its axes, and close it."""
+    import matplotlib.pyplot as plt
+
     if footer:
         fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.08)
         fig.text(0.01, 0.01, footer, fontsize=5.5, color="0.35", ha="left", va="bottom", wrap=True)
@@ -688,12 +822,55 @@ def plot_table(table: ComparisonTable, path: PathLike, footer: Optional[str] = N
     return Path(path)
 
 
+def plot_paired(table: ComparisonTable, path: PathLike, footer: Optional[str] = None) -> Path:
+    """The table's paired differences: for each row but the reference (top to bottom in table order),
+    one point per seed at its mean per-face test-NME difference from the reference run of that seed
+    (pp), with its bootstrap interval as a horizontal bar; a line at 0; each row's verdict on the right.
+    Rows without paired statistics are named with their n/a reason."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table.rows if not r["reference"]]
+    ref = next(r for r in table.rows if r["reference"])
+    seeds = sorted({json.dumps(e["seed"]) for r in rows for e in r["paired"]}, key=lambda s: _seed_key(json.loads(s)))
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(seeds)}
+    offsets = {s: (i - (len(seeds) - 1) / 2) * min(0.5 / max(len(seeds), 1), 0.2) for i, s in enumerate(seeds)}
+    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(rows) + 1.8), dpi=120)
+    ax.axvline(0.0, color="0.3", lw=0.8)
+    labelled = set()
+    for y, r in enumerate(rows):
+        for e in r["paired"]:
+            key = json.dumps(e["seed"])
+            ax.errorbar(100 * e["mean_diff"], y + offsets[key], fmt="o", ms=4, capsize=2, lw=1, color=colours[key],
+                        xerr=[[100 * (e["mean_diff"] - e["ci_low"])], [100 * (e["ci_high"] - e["mean_diff"])]],
+                        label=None if key in labelled else f"seed {e['seed']}")
+            labelled.add(key)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    for y, r in enumerate(rows):
+        ax.annotate(r["verdict"] if r["paired"] else r["paired_verdict"], (1.01, y), xycoords=("axes fraction", "data"),
+                    fontsize=7, va="center")
+    ax.set_xlabel(f"paired Δ test NME vs {table.spec.label}={ref['condition']} (pp), same seed and faces; "
+                  f"bars: {100 * CONFIDENCE:g}% CI")
+    ax.set_title(f"{table.spec.name}: paired difference from the reference, per seed", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    if labelled:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.subplots_adjust(right=0.72)
+    return _save_with_footer(fig, path, footer)
+
+
 # ============================================================================ files
 def compact_payload(payload: Mapping[str, Any], experiment: Optional[str] = None) -> Dict[str, Any]:
-    """A ``results.json`` payload without ``nme_per_face``, its ``history`` cut to
-    ``[{"epoch", "val_nme"}]`` for the validated epochs; ``choices.experiment`` set to ``experiment``
-    when the run did not record it."""
-    out = {k: v for k, v in payload.items() if k != "nme_per_face"}
+    """A ``results.json`` payload with its ``history`` cut to ``[{"epoch", "val_nme"}]`` for the validated
+    epochs; ``choices.experiment`` set to ``experiment`` when the run did not record it. ``nme_per_face``
+    (a few hundred floats per split) is kept as it is, so that an exported run gives the same paired
+    statistics as the original."""
+    out = dict(payload)
     out["history"] = [{"epoch": h.get("epoch"), "val_nme": h["val_nme"]}
                       for h in payload.get("history") or [] if isinstance(h, Mapping) and "val_nme" in h]
     if experiment is not None:
@@ -721,7 +898,8 @@ def export_runs(runs: Sequence[Run], out_dir: PathLike) -> List[Path]:
 
 
 def write_outputs(comparison: Comparison, out: PathLike) -> Dict[str, Path]:
-    """``tables.md``, ``summary.json`` and one PNG per built table into ``out``; returns the paths."""
+    """``tables.md``, ``summary.json`` and one PNG per built table into ``out``, plus ``<table>_paired.png``
+    (:func:`plot_paired`) for a table with paired statistics; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "tables.md", "summary": out / "summary.json"}
@@ -731,6 +909,9 @@ def write_outputs(comparison: Comparison, out: PathLike) -> Dict[str, Path]:
         ids = {rid for row in table.rows for rid in row["runs"]}
         footer = provenance_line([r for r in comparison.runs if r.id in ids])
         paths[table.spec.name] = plot_table(table, out / f"{table.spec.name}.png", footer=footer)
+        if any(row["paired"] for row in table.rows):
+            name = f"{table.spec.name}_paired"
+            paths[name] = plot_paired(table, out / f"{name}.png", footer=footer)
     return paths
 
 

@@ -51,6 +51,8 @@ class RunRecord:
     protocol: str = ""  # e.g. "NME / inter_ocular, crop 1.2x landmark box, 256px"
     choices: Dict[str, Any] = field(default_factory=dict)  # Hydra group picks, e.g. {"head": "gat"}
     meta: Dict[str, Any] = field(default_factory=dict)  # commit, machine, device, wall_time_s, ...
+    # split -> (M,) per-face NME in the dataset's face order; {} for results written without them
+    nme_per_face: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.config.get(key, default)
@@ -90,8 +92,10 @@ def load_results(root: PathLike) -> List[RunRecord]:
     """Every run result below ``root``: JSON files (searched recursively, sorted) holding a
     ``"metrics"`` (split -> subset -> ``{nme, fr, auc, count}``) and a ``"config"`` mapping, as written by
     ``experiments/run.py`` (``results.json``; its ``normalisation`` and ``crop`` become the record's
-    ``protocol``; its ``choices`` and ``meta`` are kept as they are). Other JSON files are ignored; a
-    missing folder gives ``[]``. Unreadable JSON raises ``ValueError`` naming the file."""
+    ``protocol``; its ``choices`` and ``meta`` are kept as they are; its ``nme_per_face``, split -> list of
+    per-face NMEs, becomes ``(M,)`` float arrays). Other JSON files are ignored; a missing folder gives
+    ``[]``. Unreadable JSON, or per-face errors that are not lists of numbers, raise ``ValueError``
+    naming the file."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -109,8 +113,28 @@ def load_results(root: PathLike) -> List[RunRecord]:
             protocol += f", crop {payload['crop']}"
         records.append(RunRecord(path=path, config=flatten_config(payload["config"]), metrics=payload["metrics"],
                                  protocol=protocol, choices=dict(payload.get("choices") or {}),
-                                 meta=dict(payload.get("meta") or {})))
+                                 meta=dict(payload.get("meta") or {}),
+                                 nme_per_face=_per_face(payload.get("nme_per_face"), path)))
     return records
+
+
+def _per_face(value: Any, path: Path) -> Dict[str, np.ndarray]:
+    """``nme_per_face`` of a results file: split -> ``(M,)`` float64 (``{}`` when absent)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"results file {path}: nme_per_face must map splits to lists; got {type(value).__name__}")
+    out = {}
+    for split, errors in value.items():
+        try:
+            array = np.asarray(errors, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"results file {path}: nme_per_face[{split!r}] is not a list of numbers: {err}") from err
+        if array.ndim != 1:
+            raise ValueError(f"results file {path}: nme_per_face[{split!r}] must be one value per face; "
+                             f"got shape {array.shape}")
+        out[str(split)] = array
+    return out
 
 
 #: config keys that differ between runs without defining a condition

@@ -2,7 +2,9 @@
 
 The fixture runs are results.json files laid out as a real sweep writes them
 (``runs/<preset>/<override_dirname>/results.json``), with the config and the Hydra choices of a real
-composition of that preset and condition, and test/val NMEs chosen by hand.
+composition of that preset and condition, test/val NMEs chosen by hand and per-face NMEs that average
+to them: a fixed face-difficulty profile (the same faces in the same order in every run) times the run's
+NME, plus, where a test asks for it, zero-mean per-face noise of the run's own.
 """
 from __future__ import annotations
 
@@ -13,14 +15,17 @@ import json
 import statistics
 import subprocess
 import sys
+import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 from omegaconf import OmegaConf
 
+import numpy as np
+
 from pyg_sdfl.config import compose
-from pyg_sdfl.studies import comparison
+from pyg_sdfl.studies import comparison, paired
 from pyg_sdfl.studies.runs import flatten_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,10 +69,30 @@ def auc_of(nme: float) -> float:
     return round(1 - 5 * nme, 6)
 
 
+@functools.lru_cache(maxsize=None)
+def _difficulty(faces: int) -> np.ndarray:
+    """How hard each face is, relative to the mean (mean exactly 1, skewed like real NMEs)."""
+    profile = np.random.default_rng(12345).gamma(4.0, 0.25, faces)
+    return profile / profile.mean()
+
+
+def per_face(nme: float, faces: int, noise: float = 0.0, key: str = "") -> List[float]:
+    """Per-face NMEs of a run of mean ``nme``: ``nme * difficulty`` plus zero-mean Gaussian noise of std
+    ``noise`` drawn from ``key`` (the run's own faces better and worse than its mean)."""
+    errors = nme * _difficulty(faces)
+    if noise:
+        extra = np.random.default_rng(zlib.crc32(key.encode())).normal(0.0, noise, faces)
+        errors = errors + extra - extra.mean()
+    return errors.tolist()
+
+
 def make_run(root: Path, experiment: str, seed: int, test_nme: float, val_nme: float, *, head: Optional[str] = None,
              k: Optional[int] = None, variant: Optional[str] = None, wall: float = 100.0,
-             edit: Optional[Callable[[Dict[str, Any]], None]] = None) -> Path:
-    """Write ``root/<experiment>/<override_dirname>/results.json`` as ``run_experiment`` would."""
+             edit: Optional[Callable[[Dict[str, Any]], None]] = None, face_noise: float = 0.0,
+             with_per_face: bool = True, test_faces: int = 224) -> Path:
+    """Write ``root/<experiment>/<override_dirname>/results.json`` as ``run_experiment`` would, with
+    per-face NMEs (:func:`per_face`, noise ``face_noise``) unless ``with_per_face`` is false (a run
+    exported before they were kept)."""
     overrides = [f"experiment={experiment}", "dataset.root=/x", f"seed={seed}"]
     swept = {"seed": seed}
     for name, value in (("head", head), ("graph.k", k), ("variant", variant)):
@@ -82,7 +107,8 @@ def make_run(root: Path, experiment: str, seed: int, test_nme: float, val_nme: f
     payload = {
         "metrics": {
             "val": {"all": stats(val_nme, 201), "helen": stats(val_nme + 0.01, 88)},
-            "test": {"all": stats(test_nme, 224), "lfpw": stats(test_nme, 224), "common": stats(test_nme, 224)},
+            "test": {"all": stats(test_nme, test_faces), "lfpw": stats(test_nme, test_faces),
+                     "common": stats(test_nme, test_faces)},
         },
         "best_epoch": 9,
         "best_val_nme": val_nme,
@@ -91,13 +117,15 @@ def make_run(root: Path, experiment: str, seed: int, test_nme: float, val_nme: f
         "dataset": "300w",
         "normalisation": "inter_ocular",
         "crop": "1.2x landmark box, 96px",
-        "nme_per_face": {"val": [val_nme] * 201, "test": [test_nme] * 224},
         "config": config,
         "choices": dict(choices),
         "meta": {"commit": "abc123", "machine": "vm x86_64 2 cpus", "device": "cpu", "torch": "2.13.0+cpu",
                  "torch_threads": 1, "python": "3.11.7", "wall_time_s": wall},
     }
     folder = root / experiment / ",".join(f"{key}={value}" for key, value in sorted(swept.items()))
+    if with_per_face:
+        payload["nme_per_face"] = {"val": per_face(val_nme, 201),
+                                   "test": per_face(test_nme, test_faces, face_noise, str(folder.relative_to(root)))}
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(payload, indent=2))
     (folder / "results.md").write_text("# not JSON\n")
@@ -150,12 +178,44 @@ def _row(table: comparison.ComparisonTable, condition: Any) -> Dict[str, Any]:
 
 
 def _expected_verdict(ref: Sequence[float], row: Sequence[float]) -> str:
+    """The seed-spread rule by hand."""
     if len(ref) < 2 or len(row) < 2:
         return "n/a (1 seed)"
     delta = statistics.fmean(row) - statistics.fmean(ref)
     if abs(delta) <= statistics.stdev(ref) + statistics.stdev(row):
         return "no significant difference"
     return "better" if delta < 0 else "worse"
+
+
+def _expected_paired(ref: Sequence[float], row: Sequence[float]) -> str:
+    """The paired test by hand for noiseless fixture runs (seed ``s`` at index ``s``): every face's
+    difference is ``(row_s - ref_s) * difficulty``, one sign, so a seed's interval excludes 0 exactly
+    when ``row_s != ref_s``."""
+    deltas = [r - f for r, f in zip(row, ref)]
+    if len(deltas) < 2:
+        return "n/a (1 seed)"
+    if all(d < 0 for d in deltas):
+        return "better"
+    if all(d > 0 for d in deltas):
+        return "worse"
+    return "no significant difference"
+
+
+def _check_row_verdicts(row: Dict[str, Any], ref: Sequence[float], nmes: Sequence[float]) -> None:
+    assert row["seed_verdict"] == _expected_verdict(ref, nmes)
+    assert row["paired_verdict"] == _expected_paired(ref, nmes)
+    both = {row["seed_verdict"], row["paired_verdict"]}
+    if any(v.startswith("n/a") for v in both):
+        assert row["verdict"].startswith("n/a")
+    elif len(both) == 1 and both < {"better", "worse"}:
+        assert row["verdict"] == row["paired_verdict"]
+    else:
+        assert row["verdict"] == "no significant difference"
+    # one entry per seed both rows ran, each the same seed's difference
+    assert [e["seed"] for e in row["paired"]] == list(range(min(len(ref), len(nmes))))
+    for e in row["paired"]:
+        assert e["mean_diff"] == pytest.approx(nmes[e["seed"]] - ref[e["seed"]], abs=1e-12)
+        assert e["ci_low"] <= e["mean_diff"] <= e["ci_high"] and e["faces"] == 224
 
 
 # ============================================================================ the verdict rule
@@ -201,9 +261,17 @@ def test_heads_table_means_stds_and_verdicts(built) -> None:
             assert row["nme_std"] is None and row["val_nme_std"] is None
         if head != "sdfl":
             assert row["delta_nme"] == pytest.approx(statistics.fmean(nmes) - statistics.fmean(HEADS["sdfl"]))
-            assert row["verdict"] == _expected_verdict(HEADS["sdfl"], nmes)
+            _check_row_verdicts(row, HEADS["sdfl"], nmes)
+            assert [e["run"] for e in row["paired"]] == row["runs"][:len(row["paired"])]
+            assert [e["reference_run"] for e in row["paired"]] == ref["runs"][:len(row["paired"])]
         assert row["runs"] == [f"head_comparison/head={head},seed={s}" for s in range(len(nmes))]
-    assert [_row(heads, h)["verdict"] for h in ("fc", "gcn", "gat", "transformer")] == \
+    assert ref["paired"] == [] and ref["paired_verdict"] is None and ref["seed_verdict"] is None
+    conditions = ("fc", "gcn", "gat", "transformer")
+    assert [_row(heads, h)["verdict"] for h in conditions] == \
+        ["no significant difference", "n/a (1 seed)", "worse", "better"]
+    # fc: +0.05 pp on every face in both seeds, so the paired test says worse, but that is inside the seed spread
+    assert [_row(heads, h)["paired_verdict"] for h in conditions] == ["worse", "n/a (1 seed)", "worse", "better"]
+    assert [_row(heads, h)["seed_verdict"] for h in conditions] == \
         ["no significant difference", "n/a (1 seed)", "worse", "better"]
     assert any("heads: head=gcn lacks seed(s) [1]" in w for w in built.warnings)
 
@@ -219,7 +287,8 @@ def test_k_table_borrows_the_reference_from_head_comparison(built) -> None:
     for k, nmes in K_SWEEP.items():
         row = _row(table, k)
         assert row["delta_nme"] == pytest.approx(statistics.fmean(nmes) - statistics.fmean(HEADS["sdfl"]))
-        assert row["verdict"] == _expected_verdict(HEADS["sdfl"], nmes)
+        _check_row_verdicts(row, HEADS["sdfl"], nmes)
+        assert [e["reference_run"] for e in row["paired"]] == table.borrowed  # paired with the borrowed runs
     assert _row(table, 1)["verdict"] == "worse" and _row(table, 67)["verdict"] == "no significant difference"
 
 
@@ -230,6 +299,7 @@ def test_ablation_and_mining_tables(built) -> None:
     assert len(ablation.borrowed) == 2
     assert _row(ablation, "binary_adjacency")["verdict"] == "worse"
     assert _row(ablation, "l1_loss")["verdict"] == "no significant difference"  # 0.049, 0.055: wide spread
+    assert _row(ablation, "l1_loss")["paired_verdict"] == "no significant difference"  # -0.1 pp, then +0.3 pp
     # mining ran paper for seed 0 itself: that run wins; seed 1 comes from head_comparison
     mining = _table(built, "mining")
     assert [r["condition"] for r in mining.rows] == ["paper", "joint_mining", "random_graph"]
@@ -239,8 +309,9 @@ def test_ablation_and_mining_tables(built) -> None:
     assert mining.borrowed == ["head_comparison/head=sdfl,seed=1"]
     ref = [MINING["paper"][0], HEADS["sdfl"][1]]
     for variant in ("joint_mining", "random_graph"):
-        assert _row(mining, variant)["verdict"] == _expected_verdict(ref, MINING[variant])
-    assert _row(mining, "random_graph")["verdict"] == "worse"
+        _check_row_verdicts(_row(mining, variant), ref, MINING[variant])
+        assert [e["reference_run"] for e in _row(mining, variant)["paired"]] == paper["runs"]
+    assert _row(mining, "random_graph")["verdict"] == "worse" and _row(mining, "joint_mining")["verdict"] == "better"
 
 
 def test_markdown_names_protocol_rule_and_borrowed_runs(built) -> None:
@@ -253,11 +324,21 @@ def test_markdown_names_protocol_rule_and_borrowed_runs(built) -> None:
     assert len(runs) == sum(map(len, [*HEADS.values(), *K_SWEEP.values(), *ABLATION.values(), *MINING.values()]))
     assert f"over {len(runs)} runs, {total / len(runs):.0f} s per run" in text
     assert "| **sdfl** (reference) | 0, 1 | 5.10 ± 0.14 |" in text
-    assert "| gat | 0, 1 | 6.10 ± 0.14 | 12.20 ± 0.28 | 0.6950 ± 0.0071 | 7.10 ± 0.14 | +1.00 | worse |" in text
-    assert "| gcn | 0 | 7.00 | 14.00 | 0.6500 | 8.00 | +1.90 | n/a (1 seed) |" in text
+    gat = next(line for line in text.splitlines() if line.startswith("| gat |"))
+    assert gat.startswith("| gat | 0, 1 | 6.10 ± 0.14 | 12.20 ± 0.28 | 0.6950 ± 0.0071 | 7.10 ± 0.14 | +1.00 | "
+                          "0: +1.00 [+0.9")  # every face +1 pp x its difficulty: the interval is near +1.00
+    assert "<br>1: +1.00 [+0.9" in gat and gat.endswith("] | worse | worse | worse |")
+    gcn = next(line for line in text.splitlines() if line.startswith("| gcn |"))
+    # Δ NME is against the reference's mean over seeds 0, 1 (5.10); the paired Δ against its seed-0 run (5.00)
+    assert gcn.startswith("| gcn | 0 | 7.00 | 14.00 | 0.6500 | 8.00 | +1.90 | 0: +2.00 [")
+    assert gcn.endswith("] | n/a (1 seed) | n/a (1 seed) | n/a (1 seed) |")
+    assert "| fc | 0, 1 |" in text and "| worse | no significant difference | no significant difference |" in text
     assert "head_comparison/head=sdfl,seed=0, head_comparison/head=sdfl,seed=1" in text
     assert "k = N-1 = 67 is the dense graph" in text
-    assert "| k | seeds | test NME (%) | FR@10 (%) | AUC@10 | val NME (%) | Δ NME vs k=3 (pp) | verdict |" in text
+    assert ("| k | seeds | test NME (%) | FR@10 (%) | AUC@10 | val NME (%) | Δ NME vs k=3 (pp) | "
+            "paired Δ (pp) per seed: mean [95% CI] | paired | seed spread | verdict |") in text
+    assert "| **3** (reference) | 0, 1 | 5.10 ± 0.14 | 10.20 ± 0.28 | 0.7450 ± 0.0071 | 6.10 ± 0.14 " \
+        "| — | — | — | — | reference |" in text
     assert "Reference row variant=paper, seed(s) 1: this preset ran no reference run for them; taken from the " \
         "head_comparison SDFL run(s) with the identical config: head_comparison/head=sdfl,seed=1." in text
     assert "NME normalised by inter-ocular distance; FR and AUC at 10%" in text
@@ -268,13 +349,122 @@ def test_markdown_names_protocol_rule_and_borrowed_runs(built) -> None:
     assert summary["protocol"]["image_size"] == [96] and summary["protocol"]["epochs"] == [10]
 
 
+# ============================================================================ paired statistics, three seeds
+REF3 = (0.050, 0.052, 0.051)  # the reference's test NME in seeds 0, 1, 2
+GAIN = 0.004  # every variant below: 0.4 pp lower mean NME than the reference run of the same seed
+
+
+def _three_seed_sweep(root: Path) -> Path:
+    """head_comparison with three seeds: sdfl (reference), gat (0.4 pp better on every face, small face
+    noise), gcn (the same means, face noise 25x larger), fc (the same means, no per-face errors), sage
+    (the same means, scored on 200 faces)."""
+    for seed, nme in enumerate(REF3):
+        make_run(root, "head_comparison", seed, nme, nme + 0.01, head="sdfl", face_noise=0.002)
+        make_run(root, "head_comparison", seed, nme - GAIN, nme + 0.01, head="gat", face_noise=0.002)
+        make_run(root, "head_comparison", seed, nme - GAIN, nme + 0.01, head="gcn", face_noise=0.05)
+        make_run(root, "head_comparison", seed, nme - GAIN, nme + 0.01, head="fc", with_per_face=False)
+        make_run(root, "head_comparison", seed, nme - GAIN, nme + 0.01, head="sage", test_faces=200)
+    return root
+
+
+@pytest.fixture(scope="module")
+def three_seeds(tmp_path_factory) -> Tuple[Path, comparison.Comparison]:
+    root = _three_seed_sweep(tmp_path_factory.mktemp("three") / "runs")
+    warnings: list = []
+    return root, comparison.build_comparison(comparison.load_runs([root]), warnings=warnings)
+
+
+def test_a_consistent_gain_in_every_seed_is_better(three_seeds) -> None:
+    _, built = three_seeds
+    gat = _row(_table(built, "heads"), "gat")
+    assert gat["seeds"] == [0, 1, 2] and gat["seed_verdict"] == "better"  # 0.4 pp > 0.1 + 0.1 pp spread
+    assert [e["seed"] for e in gat["paired"]] == [0, 1, 2]
+    for e in gat["paired"]:
+        assert e["mean_diff"] == pytest.approx(-GAIN, abs=1e-12)  # the face noise has mean 0 in every run
+        assert e["ci_high"] < 0 and e["ci_low"] < -GAIN < e["ci_high"] and e["faces"] == 224
+        assert e["run"] == f"head_comparison/head=gat,seed={e['seed']}"
+        assert e["reference_run"] == f"head_comparison/head=sdfl,seed={e['seed']}"
+    assert gat["paired_verdict"] == "better" and gat["verdict"] == "better"
+
+
+def test_a_mean_gain_drowned_in_face_noise_is_not_better(three_seeds) -> None:
+    _, built = three_seeds
+    gcn = _row(_table(built, "heads"), "gcn")
+    # the seed means are those of gat: the seed spread alone would call it better
+    assert gcn["nme_values"] == pytest.approx(_row(_table(built, "heads"), "gat")["nme_values"])
+    assert gcn["seed_verdict"] == "better"
+    # but on the same faces the difference is noise: 1.96 * 0.05 / sqrt(224) = 0.65 pp either side of -0.4 pp
+    assert all(e["mean_diff"] == pytest.approx(-GAIN, abs=1e-12) for e in gcn["paired"])
+    assert any(e["ci_low"] < 0 < e["ci_high"] for e in gcn["paired"])
+    assert gcn["paired_verdict"] == "no significant difference"
+    assert gcn["verdict"] == "no significant difference"
+
+
+def test_runs_without_per_face_errors_get_no_verdict(three_seeds) -> None:
+    _, built = three_seeds
+    fc = _row(_table(built, "heads"), "fc")
+    assert fc["seed_verdict"] == "better" and fc["paired"] == []
+    assert fc["paired_verdict"] == "n/a (no per-face errors)"
+    assert fc["verdict"] == "n/a (no per-face errors; seed spread: better)"
+    assert any(w.startswith("heads: 3 run(s) have no per-face test errors (e.g. head_comparison/head=fc,seed=0")
+               for w in built.warnings)
+
+
+def test_runs_scored_on_different_faces_are_not_paired(three_seeds) -> None:
+    _, built = three_seeds
+    sage = _row(_table(built, "heads"), "sage")
+    assert sage["paired"] == [] and sage["paired_verdict"] == "n/a (per-face errors do not match)"
+    assert sage["verdict"] == "n/a (per-face errors do not match; seed spread: better)"
+    assert "no paired statistics for head_comparison/head=sage,seed=0 against head_comparison/head=sdfl,seed=0: " \
+        "head_comparison/head=sage,seed=0 scored 200 test faces, head_comparison/head=sdfl,seed=0 224" in built.warnings
+
+
+def test_three_seed_markdown_and_paired_figure(three_seeds, tmp_path) -> None:
+    _, built = three_seeds
+    text = comparison.render_markdown(built)
+    gat = next(line for line in text.splitlines() if line.startswith("| gat |"))
+    assert gat.count("<br>") == 2 and "0: -0.40 [-0.4" in gat and "2: -0.40 [-0.4" in gat
+    assert gat.endswith("| better | better | better |")
+    assert "| n/a (no per-face errors) | better | n/a (no per-face errors; seed spread: better) |" in text
+    paths = comparison.write_outputs(built, tmp_path)
+    assert paths["heads_paired"].stat().st_size > 1000
+    assert comparison.format_paired([{"seed": 0, "mean_diff": -0.0012, "ci_low": -0.002, "ci_high": -0.0005}]) == \
+        "0: -0.12 [-0.20, -0.05]"
+    assert comparison.format_paired([]) == "—"
+
+
+def test_check_same_faces_catches_a_list_that_is_not_the_reported_split(three_seeds, tmp_path) -> None:
+    root, _ = three_seeds
+    runs = {r.id: r for r in comparison.load_runs([root])}
+    gat, sdfl = runs["head_comparison/head=gat,seed=0"], runs["head_comparison/head=sdfl,seed=0"]
+    assert comparison.check_same_faces(gat, sdfl, "test") == 224
+    payload = json.loads(gat.record.path.read_text())
+    payload["nme_per_face"]["test"] = payload["nme_per_face"]["val"][:1] * 224  # another split's numbers
+    (tmp_path / "head_comparison" / "head=gat,seed=0").mkdir(parents=True)
+    (tmp_path / "head_comparison" / "head=gat,seed=0" / "results.json").write_text(json.dumps(payload))
+    wrong = comparison.load_runs([tmp_path])[0]
+    with pytest.raises(ValueError, match=r"head=gat,seed=0: its per-face test errors average .*, its reported NME is"):
+        comparison.check_same_faces(wrong, sdfl, "test")
+    with pytest.raises(ValueError, match="has no per-face val2 errors"):
+        comparison.check_same_faces(gat, sdfl, "val2")
+
+
+def test_subsets_other_than_all_have_no_paired_statistics(three_seeds) -> None:
+    root, _ = three_seeds
+    built = comparison.build_comparison(comparison.load_runs([root]), subset="lfpw")
+    gat = _row(_table(built, "heads"), "gat")
+    assert gat["paired"] == [] and gat["paired_verdict"] == "n/a (no per-face errors for subset 'lfpw')"
+    assert gat["verdict"] == "n/a (no per-face errors for subset 'lfpw'; seed spread: better)"
+
+
 # ============================================================================ files and round trip
 def test_cli_writes_everything_and_the_export_round_trips(sweep, tmp_path, capsys) -> None:
     out = tmp_path / "graph_buys"
     assert _script().main([str(sweep), "--out", str(out), "--export-runs", str(out / "runs")]) == 0
     printed = capsys.readouterr()
     assert "## heads" in printed.out and "warning: heads: head=gcn lacks seed(s) [1]" in printed.err
-    for name in ("tables.md", "summary.json", "heads.png", "k_sweep.png", "ablation.png", "mining.png"):
+    for name in ("tables.md", "summary.json", "heads.png", "k_sweep.png", "ablation.png", "mining.png",
+                 "heads_paired.png", "k_sweep_paired.png", "ablation_paired.png", "mining_paired.png"):
         assert (out / name).stat().st_size > 1000, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tables"]["k_sweep"]["rows"][1]["condition"] == 3
@@ -285,10 +475,11 @@ def test_cli_writes_everything_and_the_export_round_trips(sweep, tmp_path, capsy
     assert exported == originals
     compact = json.loads((out / "runs" / "k_sweep" / "graph.k=67,seed=1.json").read_text())
     full = json.loads((sweep / "k_sweep" / "graph.k=67,seed=1" / "results.json").read_text())
-    assert "nme_per_face" not in compact
+    assert compact["nme_per_face"] == full["nme_per_face"]  # kept, exactly: the paired statistics come back
     assert compact["history"] == [{"epoch": h["epoch"], "val_nme": h["val_nme"]} for h in full["history"]]
     assert {k: v for k, v in compact.items() if k != "history"} == \
-        {k: v for k, v in full.items() if k not in ("history", "nme_per_face")}
+        {k: v for k, v in full.items() if k != "history"}
+    assert summary["tables"]["k_sweep"]["rows"][2]["paired"][0]["run"] == "k_sweep/graph.k=67,seed=0"
 
     again = tmp_path / "again"
     assert _script().main([str(out / "runs"), "--out", str(again)]) == 0

@@ -53,6 +53,25 @@ def test_load_results_and_varying_keys(tmp_path: Path) -> None:
         runs.load_results(tmp_path)
 
 
+def test_load_results_keeps_the_per_face_errors(tmp_path: Path) -> None:
+    with_faces = {**_payload(SDFL, 3, 0, 0.05), "nme_per_face": {"test": [0.04, 0.06], "val": [0.1]}}
+    _write(tmp_path, "a", with_faces)
+    _write(tmp_path, "b", _payload(SDFL, 3, 1, 0.05))  # written before per-face errors were kept
+    a, b = runs.load_results(tmp_path)
+    assert set(a.nme_per_face) == {"test", "val"} and a.nme_per_face["test"].dtype == float
+    assert a.nme_per_face["test"].tolist() == [0.04, 0.06] and b.nme_per_face == {}
+    for bad, match in (([0.1, "x"], r"nme_per_face\['test'\] is not a list of numbers"),
+                       ([[0.1], [0.2]], r"nme_per_face\['test'\] must be one value per face")):
+        _write(tmp_path, "c", {**with_faces, "nme_per_face": {"test": bad}})
+        with pytest.raises(ValueError, match=match):
+            runs.load_results(tmp_path)
+        (tmp_path / "c" / "results.json").unlink()
+        (tmp_path / "c").rmdir()
+    _write(tmp_path, "d", {**with_faces, "nme_per_face": [0.1]})
+    with pytest.raises(ValueError, match="nme_per_face must map splits to lists"):
+        runs.load_results(tmp_path)
+
+
 def test_aggregate_results_mean_and_std_over_seeds(tmp_path: Path) -> None:
     _write(tmp_path, "s0", _payload(SDFL, 3, 0, 0.05, occ=0.08))
     _write(tmp_path, "s1", _payload(SDFL, 3, 1, 0.07, occ=0.10))
