@@ -138,6 +138,9 @@ def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: Land
 def _initialise_backbone_from(model: nn.Module, path: Path) -> None:
     """The backbone's weights from ``path`` (a training checkpoint or an exported file, whatever its head),
     loaded strictly into ``model.backbone``; the head, optimiser and schedule start fresh."""
+    if not path.is_file():
+        raise CheckpointError(f"train.init_backbone_from={path}: no such file (the comparison presets start from the "
+                              f"backbone that `python experiments/run.py experiment=backbone_pretrain` writes)")
     ckpt = load_checkpoint(path, map_location="cpu")
     state = {k[len("backbone."):]: v for k, v in float_state(ckpt["model"]).items() if k.startswith("backbone.")}
     if not state:

@@ -208,6 +208,34 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
         train(tiny_cfg("train.epochs=1", f"train.init_from={first / 'last.ckpt'}", "graph.k=2"), tmp_path / "third")
 
 
+def test_init_backbone_from_takes_the_backbone_of_a_run_with_another_head(tmp_path):
+    first = tmp_path / "fc"
+    train(tiny_cfg("head=fc", "train.epochs=1", "train.max_steps_per_epoch=2"), first)
+    source = load_checkpoint(first / "last.ckpt")["model"]
+    # lr 0: the backbone stays where init_backbone_from put it; the SDFL head is a fresh one
+    cfg = tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1", "train.optimizer.lr=0",
+                   f"train.init_backbone_from={first / 'last.ckpt'}")
+    train(cfg, tmp_path / "sdfl")
+    tuned = load_checkpoint(tmp_path / "sdfl" / "last.ckpt")["model"]
+    fresh = load_checkpoint(_fresh_run(tmp_path))["model"]
+    backbone = [k for k in source if k.startswith("backbone.") and "running_" not in k and "num_batches" not in k]
+    assert backbone and all(torch.equal(tuned[k], source[k]) for k in backbone)
+    assert not any(torch.equal(tuned[k], fresh[k]) for k in backbone if k.endswith("conv1.weight"))
+    head = [k for k in tuned if k.startswith("head.") and "running_" not in k and "num_batches" not in k]
+    assert head and all(torch.equal(tuned[k], fresh[k]) for k in head)  # the head as a fresh run starts it
+    with pytest.raises(CheckpointError, match=r"backbone \(train.init_backbone_from=.*\) does not match"):
+        train(tiny_cfg("backbone=mobilenetv2_050", "train.epochs=1",
+                       f"train.init_backbone_from={first / 'last.ckpt'}"), tmp_path / "other")
+    with pytest.raises(CheckpointError, match="train.init_backbone_from=.*missing.ckpt: no such file"):
+        train(tiny_cfg("train.epochs=1", f"train.init_backbone_from={tmp_path / 'missing.ckpt'}"), tmp_path / "none")
+
+
+def _fresh_run(tmp_path: Path) -> Path:
+    """last.ckpt of the same lr-0 run without init_backbone_from."""
+    train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1", "train.optimizer.lr=0"), tmp_path / "fresh")
+    return tmp_path / "fresh" / "last.ckpt"
+
+
 def test_resume_and_init_from_read_checkpoints_onto_the_cpu(tmp_path, monkeypatch):
     # On CUDA, map_location=cuda put the saved RNG states on the GPU and resume failed converting them
     # to NumPy (seen on an H200); both readers must load onto the CPU whatever the run's device.
