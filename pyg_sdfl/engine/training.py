@@ -149,6 +149,20 @@ def _initialise_backbone_from(model: nn.Module, path: Path) -> None:
     log.info("backbone initialised from %s (%d tensors); the head starts fresh", path, len(state))
 
 
+def _resolve_resume(setting: Any, run_dir: Path) -> Optional[str]:
+    """``train.resume``: ``"last"`` or a path as given; ``"auto"`` is ``"last"`` when ``run_dir/last.ckpt``
+    exists and nothing (a fresh run) otherwise: a sweep re-launched after an interruption, or a job a
+    cluster re-queues, continues what was there (a finished run only scores its best model again)."""
+    if setting is None or str(setting) == "":
+        return None
+    if str(setting) == "auto":
+        found = (run_dir / "last.ckpt").is_file()
+        log.info("train.resume=auto: %s", f"resuming from {run_dir / 'last.ckpt'}" if found
+                 else f"no last.ckpt in {run_dir}, a fresh run")
+        return "last" if found else None
+    return str(setting)
+
+
 def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional[np.ndarray],
                  context: DistributedContext = SINGLE_PROCESS) -> DataLoader:
     """The epoch's loader: rank ``context.rank``'s slice of each global batch of ``train.batch_size``
@@ -197,9 +211,10 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
         graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
-    if cfg.train.init_from and not cfg.train.resume:
+    resume = _resolve_resume(cfg.train.resume, run_dir)
+    if cfg.train.init_from and not resume:
         _initialise_from(model, Path(str(cfg.train.init_from)), splits.scheme.name, graph)
-    if cfg.train.init_backbone_from and not cfg.train.resume:
+    if cfg.train.init_backbone_from and not resume:
         _initialise_backbone_from(model, Path(str(cfg.train.init_backbone_from)))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -212,7 +227,6 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
 
     state = {"epoch": 0, "best_epoch": -1, "best_val_nme": math.inf, "history": [], "untrained_val_nme": None}
     before = 0.0  # training time of the earlier parts of a resumed run
-    resume = cfg.train.resume
     if resume:
         path = run_dir / "last.ckpt" if str(resume) == "last" else Path(str(resume))
         if main:

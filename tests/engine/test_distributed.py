@@ -22,11 +22,13 @@ from pyg_sdfl.engine.distributed import SINGLE_PROCESS, from_environment, thread
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "experiments" / "run.py"
-# fp32, no channels_last, 2 epochs x 2 steps of a global batch of 8, the SDFL head (its graph batch norms too)
+# fp32, no channels_last, 2 epochs x 2 steps of a global batch of 8, the SDFL head (its graph batch norms too),
+# pose-balanced sampling (a weighted draw with replacement, sliced per rank like a shuffle)
 SMALL = ["train=paper", "train.optimizer.lr=0.0001", "dataset.image_size=64", "dataset.train.num_faces=64", "dataset.test.num_faces=8",
          "dataset.val_fraction=0.25", "train.batch_size=8", "train.num_workers=0", "train.epochs=2",
          "train.max_steps_per_epoch=2", "train.precision=fp32", "train.channels_last=false",
-         "train.eval_untrained=false", "train.augment.occlusion_prob=0.5", "evaluate.grid_faces=0", "threads=1"]
+         "train.eval_untrained=false", "train.augment.occlusion_prob=0.5", "evaluate.grid_faces=0", "threads=1",
+         "train.balance=true"]
 
 
 def _free_port() -> int:

@@ -208,6 +208,19 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
         train(tiny_cfg("train.epochs=1", f"train.init_from={first / 'last.ckpt'}", "graph.k=2"), tmp_path / "third")
 
 
+def test_resume_auto_starts_fresh_or_continues_what_is_there(tmp_path):
+    run = tmp_path / "run"
+    first = train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1", "train.resume=auto"), run)
+    assert first.epochs_run == 1 and first.wall_time_before_s == 0.0  # nothing there: a fresh run
+    second = train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=1", "train.resume=auto"), run)
+    assert [h["epoch"] for h in second.history] == [1, 2] and second.wall_time_before_s > 0  # continued
+    weights = load_checkpoint(run / "last.ckpt")["model"]
+    third = train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=1", "train.resume=auto"), run)
+    assert third.best_epoch == second.best_epoch and len(third.history) == 2  # finished: nothing to train
+    again = load_checkpoint(run / "last.ckpt")["model"]
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
 def test_init_backbone_from_takes_the_backbone_of_a_run_with_another_head(tmp_path):
     first = tmp_path / "fc"
     train(tiny_cfg("head=fc", "train.epochs=1", "train.max_steps_per_epoch=2"), first)
