@@ -126,7 +126,7 @@ def broadcast_object(context: DistributedContext, obj: Any, src: int = 0) -> Any
 
 def all_reduce_sum(context: DistributedContext, values: torch.Tensor) -> torch.Tensor:
     """The element-wise sum of ``values`` over the ranks (a new tensor; ``values`` for one process).
-    Not differentiable: for statistics and logging."""
+    Not differentiable: for statistics and logging. With NCCL ``values`` must be on this rank's CUDA device."""
     if not context.enabled:
         return values
     out = values.detach().clone()

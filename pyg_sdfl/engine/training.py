@@ -423,8 +423,9 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
             pred = model(images)
         loss = criterion(pred.float(), target)
         # (loss x faces, faces, non-finite) summed over the ranks: every rank stops on any rank's blow-up
-        step_stats = all_reduce_sum(context, torch.tensor(
-            [loss.item() * images.shape[0], images.shape[0], 0.0 if torch.isfinite(loss) else 1.0], dtype=torch.float64))
+        step_stats = all_reduce_sum(context, torch.tensor(  # on the device: NCCL reduces CUDA tensors only
+            [loss.item() * images.shape[0], images.shape[0], 0.0 if torch.isfinite(loss) else 1.0], dtype=torch.float64,
+            device=device))
         step_loss = float(step_stats[0] / step_stats[1])
         if step_stats[2] > 0:
             raise _diverged(epoch + 1, f"the loss became {step_loss if context.enabled else loss.item()} at step "
