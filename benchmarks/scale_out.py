@@ -11,9 +11,10 @@ global batch of 32:
 3. two jobs of a sweep with ``hydra/launcher=joblib`` (``n_jobs=2``, cores/2 threads each), against the
    same two jobs run one after the other with all the cores.
 
-Reported: the training loop's faces per second (``history[0].faces_per_s`` of each ``results.json``,
-steps only: no data loading, validation or start-up) and, for the sweeps, the wall time of the whole
-command (start-up, data, training and scoring of both jobs). Needs the ``[sweeps]`` extra.
+Reported: the training loop's faces per second (``history[0].faces_per_s`` of each ``results.json``:
+the steps with their crops' augmentation, done in the training process (``num_workers=0``, so each
+DDP rank augments its half); no start-up, image loading or validation) and the wall time of each
+whole command (start-up, data, training, scoring). Needs the ``[sweeps]`` extra.
 """
 from __future__ import annotations
 

@@ -23,14 +23,15 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pyg_sdfl.config import KEY_TYPES, validate
 from pyg_sdfl.data.dataset import denormalise_image
 from pyg_sdfl.engine.builders import build_datasets, load_splits, resolve_device
 from pyg_sdfl.engine.checkpoint import CheckpointError, LoadedModel, load_model
-from pyg_sdfl.engine.distributed import (SINGLE_PROCESS, DistributedContext, broadcast_object, from_environment,
-                                         thread_budget)
+from pyg_sdfl.engine.distributed import (SINGLE_PROCESS, DistributedContext, available_cores, broadcast_object,
+                                         from_environment, rank_device, thread_budget)
 from pyg_sdfl.engine.evaluation import evaluate
 from pyg_sdfl.engine.reporting import (metrics_table, plot_ced, plot_learning_curve, plot_prediction_grid, run_metadata,
                                       write_results)
@@ -65,7 +66,7 @@ def evaluate_run(cfg: DictConfig, checkpoint: Union[Path, LoadedModel], out_dir:
     problem = KEY_TYPES["evaluate.splits"].problem(names)
     if problem:
         raise ValueError(f"splits to score {names}: {problem}")
-    device = resolve_device(str(cfg.device))
+    device = rank_device(resolve_device(str(cfg.device)), context)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, device=device)
     model = loaded.model.to(device)
     splits = load_splits(cfg.dataset, need_test="test" in names,
@@ -173,6 +174,9 @@ def main(cfg: DictConfig) -> float:
     records = [f"{subdir}/{name}" for name in _HYDRA_RECORDS] if subdir else []
     context = SINGLE_PROCESS
     try:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and hydra_cfg.mode == RunMode.MULTIRUN:
+            raise ValueError("torchrun with -m (a sweep): each job would join the same process group; run the sweep "
+                             "on a launcher (hydra/launcher=joblib or sdfl_slurm) and torchrun single runs")
         context = from_environment(resolve_device(str(cfg.device)))
         _set_threads(cfg, hydra_cfg, context)
         if context.enabled:
@@ -191,7 +195,7 @@ def _set_threads(cfg: DictConfig, hydra_cfg: Any, context: DistributedContext) -
     jobs = 1
     if "joblib" in str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "").lower():
         n_jobs = int(OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=1) or 1)
-        jobs = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)  # joblib: -1 = all cores
+        jobs = n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)  # joblib: -1 = all cores
     threads = thread_budget(cfg.get("threads", "auto"), parallel_jobs=jobs * context.local_world_size)
     if threads is not None:
         torch.set_num_threads(threads)

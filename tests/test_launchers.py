@@ -59,7 +59,8 @@ def test_the_slurm_launcher_composes_with_the_documented_job() -> None:
     assert cfg.hydra.sweep.dir == "runs/head_comparison"
     assert set(cfg.hydra.sweeper.params) == {"head", "seed"}
     # the job itself is the preset's
-    assert cfg.dataset.root == "/data/300w" and cfg.train.epochs == 10
+    protocol = compose(["experiment=sweep_protocol", "dataset.root=/data/300w"])
+    assert cfg.dataset.root == "/data/300w" and cfg.train.epochs == protocol.train.epochs
 
 
 def test_command_line_overrides_reach_the_slurm_launcher() -> None:

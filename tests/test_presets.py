@@ -38,14 +38,15 @@ def _sweep_values(cfg: DictConfig, key: str) -> list:
 def test_preset_composes_to_the_sweep_protocol(preset: str) -> None:
     cfg = _compose([f"experiment={preset}", "dataset.root=/x"])
     assert cfg.dataset.name == "300w" and cfg.dataset.root == "/x" and cfg.dataset.train.root == "/x"
-    assert cfg.dataset.image_size == 96 and cfg.dataset.crop_scale == 1.2 and cfg.dataset.cache_images
+    assert cfg.dataset.image_size == 128 and cfg.dataset.crop_scale == 1.2 and cfg.dataset.cache_images
+    assert cfg.train.init_backbone_from == "runs/backbone_pretrain/best.ckpt"  # experiment=backbone_pretrain's
     assert cfg.backbone.name == "resnet18"
     assert cfg.head._target_ == "pyg_sdfl.nn.heads.SDFLHead" and cfg.head.dynamic and cfg.head.softmax_over == "target"
     assert cfg.loss.point._target_ == "pyg_sdfl.losses.SoftWingLoss" and cfg.loss.lambda_ == 1.0
     assert cfg.graph.k == 3 and cfg.graph.mode == "separate" and cfg.graph.path is None
-    assert cfg.train.epochs == 10 and cfg.train.batch_size == 32 and cfg.train.precision == "bf16"
+    assert cfg.train.epochs == 30 and cfg.train.batch_size == 32 and cfg.train.precision == "bf16"
     assert cfg.train.channels_last and cfg.train.optimizer._target_ == "torch.optim.AdamW"
-    assert cfg.train.optimizer.lr == pytest.approx(2e-3) and list(cfg.train.scheduler.milestones) == [7, 9]
+    assert cfg.train.optimizer.lr == pytest.approx(1e-3) and list(cfg.train.scheduler.milestones) == [20, 26]
     assert cfg.train.val_every == 1 and cfg.train.max_steps_per_epoch is None
     assert list(cfg.evaluate.splits) == ["val", "test"] and cfg.evaluate.threshold == pytest.approx(0.1)
     assert "hydra" not in cfg
@@ -149,7 +150,8 @@ def test_paper_variant_is_the_default() -> None:
 def test_one_training_step_per_head(head: str, tmp_path: Path) -> None:
     cfg = _compose(["experiment=head_comparison", f"head={head}", "dataset=synthetic", "dataset.train.num_faces=40",
                     "dataset.test.num_faces=8", "dataset.image_size=64", "train.epochs=1",
-                    "train.max_steps_per_epoch=1", "train.batch_size=8", "evaluate.batch_size=8"])
+                    "train.max_steps_per_epoch=1", "train.batch_size=8", "evaluate.batch_size=8",
+                    "train.init_backbone_from=null"])  # the shared backbone is a real run's (backbone_pretrain)
     assert cfg.train.precision == "bf16" and cfg.train.channels_last  # the preset's levers stay on
     result = train(cfg, tmp_path)
     assert result.epochs_run == 1 and len(result.history) == 1

@@ -11,7 +11,8 @@ Conventions of a distributed run (:mod:`pyg_sdfl.engine.training`):
 * ``train.batch_size`` is the **global** batch: each of the W processes takes ``batch_size / W``
   faces of every global batch (:class:`~pyg_sdfl.engine.sampling.GlobalBatchShards`), so a run's
   hyper-parameters do not depend on how many processes run it.
-* rank 0 alone writes checkpoints, logs, results and plots;
+* rank 0 alone writes checkpoints, results and plots, and logs progress; the other ranks log warnings
+  and errors only (into rank 0's run folder when ``hydra.run.dir`` is given, as the README's commands do);
 * validation and test metrics are computed on all faces: each rank predicts a shard and the
   predictions are gathered (:func:`gather_objects`) before any metric is computed.
 """
@@ -25,8 +26,8 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "SINGLE_PROCESS", "from_environment", "gather_objects", "broadcast_object",
-           "all_reduce_sum", "thread_budget"]
+__all__ = ["DistributedContext", "SINGLE_PROCESS", "from_environment", "rank_device", "gather_objects",
+           "broadcast_object", "all_reduce_sum", "available_cores", "thread_budget"]
 
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -90,6 +91,10 @@ def from_environment(device: torch.device, timeout_s: float = 1800.0) -> Distrib
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    if backend == "nccl" and local_rank >= torch.cuda.device_count():
+        raise ValueError(f"process {local_rank} of {local_world} on this machine has no GPU of its own: "
+                         f"{torch.cuda.device_count()} visible; start at most that many (--nproc_per_node) or "
+                         f"train on the CPU (device=cpu, gloo)")
     if not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
@@ -134,6 +139,13 @@ def all_reduce_sum(context: DistributedContext, values: torch.Tensor) -> torch.T
     return out
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def thread_budget(setting: Any, parallel_jobs: int = 1, cores: Optional[int] = None) -> Optional[int]:
     """torch threads for one process of a run (config key ``threads``).
 
@@ -150,8 +162,7 @@ def thread_budget(setting: Any, parallel_jobs: int = 1, cores: Optional[int] = N
             raise ValueError(f"threads={setting!r}: expected 'auto' or a positive integer")
         if parallel_jobs <= 1:
             return None
-        cores = cores if cores is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                                 else (os.cpu_count() or 1))
+        cores = cores if cores is not None else available_cores()
         return max(1, int(cores) // int(parallel_jobs))
     if isinstance(setting, bool) or int(setting) != setting or int(setting) < 1:
         raise ValueError(f"threads={setting!r}: expected 'auto' or a positive integer")

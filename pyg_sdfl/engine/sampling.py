@@ -51,7 +51,7 @@ class GlobalBatchShards(Sampler[List[int]]):
     Global batch ``s`` is ``order[s*B : (s+1)*B]`` (``B = batch_size``); rank ``r`` of ``W`` gets its
     slice ``[r*B/W, (r+1)*B/W)``. With ``drop_last`` a short final batch is left out (as a
     ``DataLoader`` with ``drop_last=True`` does); without it, it is kept for a single process
-    and refused for several (ranks would step with unequal batches).
+    and still left out for several (ranks would step with unequal batches).
 
     Raises ``ValueError`` when ``B`` is not a multiple of ``W``, or when several processes would get
     no full global batch.

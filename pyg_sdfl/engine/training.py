@@ -31,7 +31,6 @@ import math
 import random
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -68,9 +67,11 @@ from pyg_sdfl.engine.checkpoint import (
 )
 from pyg_sdfl.engine.distributed import (SINGLE_PROCESS, DistributedContext, all_reduce_sum, broadcast_object,
                                          rank_device)
-from pyg_sdfl.engine.evaluation import cpu_bf16_flags, evaluate, precision_autocast, resolve_precision
+from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, predict, resolve_precision
 from pyg_sdfl.engine.sampling import GlobalBatchShards, epoch_generator, epoch_order
 from pyg_sdfl.graph import LandmarkGraph
+from pyg_sdfl.metrics import nme as per_face_nme
+from pyg_sdfl.metrics import summarize
 from pyg_sdfl.nn.cross_process_batch_norm import convert_batch_norm
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,43 @@ def _resolve_resume(setting: Any, run_dir: Path) -> Optional[str]:
     return str(setting)
 
 
+#: settings a resumed run may change: where things are, how it logs and runs, and how long it goes on
+RESUMABLE_CHANGES = ("train.resume", "train.epochs", "train.val_every", "train.log_every", "train.num_workers",
+                     "train.eval_untrained", "train.max_val_nme", "train.init_from", "train.init_backbone_from",
+                     "threads", "device", "dataset.root", "dataset.train.root", "dataset.test.root", "evaluate.")
+
+
+def _check_same_protocol(saved: Dict[str, Any], cfg: DictConfig, path: Path, refuse: bool) -> None:
+    """A resumed run continues the saved run's training: a config that differs from the checkpoint's in
+    anything but :data:`RESUMABLE_CHANGES` is refused with ``refuse`` (``train.resume=auto``, which
+    a sweep re-launched over old folders would otherwise continue under another protocol) and
+    warned about otherwise; the message names the keys."""
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    before = _flat(saved) if saved else {}
+    changed = sorted(k for k in set(now) | set(before)
+                     if not k.startswith(RESUMABLE_CHANGES) and k in before and now.get(k) != before.get(k))
+    if not changed or not before:
+        return
+    shown = "; ".join(f"{k}={before.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
+    more = f" ({len(changed)} keys in all)" if len(changed) > 8 else ""
+    if refuse:
+        raise CheckpointError(f"train.resume=auto: {path} was trained with another config: {shown}{more}; start a "
+                              f"new run folder, or continue it anyway with train.resume=last")
+    log.warning("resuming %s with a config that differs from its own: %s%s", path, shown, more)
+
+
+def _flat(tree: Any, prefix: str = "") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists kept as values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
 def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional[np.ndarray],
-                 context: DistributedContext = SINGLE_PROCESS) -> DataLoader:
+                 context: DistributedContext = SINGLE_PROCESS, device_type: str = "cpu") -> DataLoader:
     """The epoch's loader: rank ``context.rank``'s slice of each global batch of ``train.batch_size``
     (:mod:`pyg_sdfl.engine.sampling`; one process: the whole batches, as a shuffling DataLoader draws them)."""
     batch_size = int(cfg.train.batch_size)
@@ -176,7 +212,7 @@ def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional
         batch_sampler=batches,
         generator=epoch_generator(int(cfg.seed), epoch),  # seeds the workers as before; the order is drawn above
         num_workers=int(cfg.train.num_workers),
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=device_type == "cuda",
         persistent_workers=False,
     )
 
@@ -211,7 +247,11 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
         graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
-    resume = _resolve_resume(cfg.train.resume, run_dir)
+    # rank 0 decides for all: ranks on other machines may see the folder late
+    resume = broadcast_object(context, _resolve_resume(cfg.train.resume, run_dir) if main else None)
+    if cfg.train.init_from and cfg.train.init_backbone_from:
+        raise ValueError(f"train.init_from={cfg.train.init_from} and train.init_backbone_from="
+                         f"{cfg.train.init_backbone_from}: give one (init_from takes the whole model)")
     if cfg.train.init_from and not resume:
         _initialise_from(model, Path(str(cfg.train.init_from)), splits.scheme.name, graph)
     if cfg.train.init_backbone_from and not resume:
@@ -224,6 +264,8 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     optimizer = instantiate(cfg.train.optimizer)(params=model.parameters())
     scheduler = instantiate(cfg.train.scheduler)(optimizer=optimizer)
     weights = pose_balanced_weights(normalised_shapes(splits.train)) if cfg.train.balance else None
+    if context.enabled and weights is not None:  # one draw for all ranks, whatever their BLAS does at a bin edge
+        weights = broadcast_object(context, weights)
 
     state = {"epoch": 0, "best_epoch": -1, "best_val_nme": math.inf, "history": [], "untrained_val_nme": None}
     before = 0.0  # training time of the earlier parts of a resumed run
@@ -239,6 +281,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
         # load_state_dict moves the weights and the optimiser state to the parameters' device
         ckpt = load_checkpoint(path, map_location="cpu")
         check_compatible(ckpt, splits.scheme.name, graph, f"resume from {path}")
+        _check_same_protocol(ckpt.get("config") or {}, cfg, path, refuse=str(cfg.train.resume) == "auto")
         load_state_dict_strict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -268,15 +311,14 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     for epoch in range(state["epoch"], epochs):
         datasets["train"].set_epoch(epoch)
-        loader = _make_loader(datasets["train"], cfg, epoch, weights, context)
+        loader = _make_loader(datasets["train"], cfg, epoch, weights, context, device.type)
         stats = _train_one_epoch(step_fn, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
                                  context)
         scheduler.step()
         record = {"epoch": epoch + 1, **stats}
         if (epoch + 1) % int(cfg.train.val_every) == 0 or epoch + 1 == epochs:
             nonfinite = _diverged(epoch + 1, "validation predictions are NaN or infinite", cfg, stats["lr"])
-            with _finite_outputs(model, nonfinite):
-                val = _validate(model, datasets["val"], splits.scheme, cfg, device, precision, context)
+            val = _validate(model, datasets["val"], splits.scheme, cfg, device, precision, context, nonfinite)
             if not val["nme"] <= max_val_nme:
                 raise _diverged(epoch + 1, f"validation NME {100 * val['nme']:.4g}% is above train.max_val_nme="
                                           f"{cfg.train.max_val_nme} ({100 * max_val_nme:g}%)", cfg, stats["lr"])
@@ -317,12 +359,17 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
 
 
 def _validate(model: nn.Module, dataset: Any, scheme: Any, cfg: DictConfig, device: torch.device,
-              precision: str, context: DistributedContext = SINGLE_PROCESS) -> Dict[str, float]:
+              precision: str, context: DistributedContext = SINGLE_PROCESS,
+              nonfinite: Optional[Exception] = None) -> Dict[str, float]:
     """NME, FR and AUC of ``model`` on the validation set (all of it, gathered over the ranks), with the
-    run's evaluation settings."""
-    return evaluate(model, dataset, scheme, batch_size=int(cfg.evaluate.batch_size), device=device,
-                    threshold=float(cfg.evaluate.threshold), normalisation=str(cfg.evaluate.normalisation),
-                    precision=precision, context=context)["summary"]["all"]
+    run's evaluation settings; ``nonfinite`` is raised (on every rank: the check reads the gathered
+    predictions) when a prediction is NaN or infinite."""
+    preds = predict(model, dataset, batch_size=int(cfg.evaluate.batch_size), device=device, precision=precision,
+                    context=context)
+    if not np.isfinite(preds.pred).all():
+        raise nonfinite if nonfinite is not None else ValueError("validation predictions are NaN or infinite")
+    errors = per_face_nme(preds.pred, preds.target, scheme, mode=str(cfg.evaluate.normalisation))
+    return summarize(errors, preds.subsets, threshold=float(cfg.evaluate.threshold))["all"]
 
 
 def _diverged(epoch: int, cause: str, cfg: DictConfig, lr: float) -> TrainingDiverged:
@@ -333,20 +380,6 @@ def _diverged(epoch: int, cause: str, cfg: DictConfig, lr: float) -> TrainingDiv
     kept = f"last.ckpt keeps epoch {epoch - 1}, the last good state" if epoch > 1 else "no checkpoint was written"
     return TrainingDiverged(f"training diverged at epoch {epoch}: {cause}; lower the learning rate "
                             f"(train.optimizer.lr={configured}{ran_at}); {kept}")
-
-
-@contextmanager
-def _finite_outputs(model: nn.Module, error: Exception):
-    """Within the block, a forward of ``model`` whose output is not all finite raises ``error``."""
-    def check(module, inputs, output):
-        if not torch.isfinite(output).all():
-            raise error
-
-    handle = model.register_forward_hook(check)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _ensure_best_checkpoint(last: Dict[str, Any], last_path: Path, run_dir: Path) -> None:
@@ -423,9 +456,9 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
             pred = model(images)
         loss = criterion(pred.float(), target)
         # (loss x faces, faces, non-finite) summed over the ranks: every rank stops on any rank's blow-up
-        step_stats = all_reduce_sum(context, torch.tensor(  # on the device: NCCL reduces CUDA tensors only
+        step_stats = all_reduce_sum(context, torch.tensor(  # NCCL reduces CUDA tensors only; else the CPU
             [loss.item() * images.shape[0], images.shape[0], 0.0 if torch.isfinite(loss) else 1.0], dtype=torch.float64,
-            device=device))
+            device=device if context.backend == "nccl" else "cpu"))
         step_loss = float(step_stats[0] / step_stats[1])
         if step_stats[2] > 0:
             raise _diverged(epoch + 1, f"the loss became {step_loss if context.enabled else loss.item()} at step "

@@ -23,8 +23,9 @@ from pyg_sdfl.engine.distributed import SINGLE_PROCESS, from_environment, thread
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "experiments" / "run.py"
 # fp32, no channels_last, 2 epochs x 2 steps of a global batch of 8, the SDFL head (its graph batch norms too),
-# pose-balanced sampling (a weighted draw with replacement, sliced per rank like a shuffle)
-SMALL = ["train=paper", "train.optimizer.lr=0.0001", "dataset.image_size=64", "dataset.train.num_faces=64", "dataset.test.num_faces=8",
+# pose-balanced sampling (a weighted draw with replacement, sliced per rank like a shuffle); 9 test faces:
+# the ranks score unequal shards
+SMALL = ["train=paper", "train.optimizer.lr=0.0001", "dataset.image_size=64", "dataset.train.num_faces=64", "dataset.test.num_faces=9",
          "dataset.val_fraction=0.25", "train.batch_size=8", "train.num_workers=0", "train.epochs=2",
          "train.max_steps_per_epoch=2", "train.precision=fp32", "train.channels_last=false",
          "train.eval_untrained=false", "train.augment.occlusion_prob=0.5", "evaluate.grid_faces=0", "threads=1",
@@ -71,7 +72,6 @@ def test_two_processes_train_the_model_one_process_trains_and_resume_under_ddp_i
     results = (ddp / "results.json").read_text()
     assert '"processes": 2' in results and '"backend": "gloo"' in results
     assert sorted(p.name for p in ddp.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
-    assert "error" not in out.stderr.lower()
 
     # interrupted after epoch 1, resumed under DDP: the uninterrupted run's weights
     resumed = tmp_path / "resumed"
@@ -112,6 +112,24 @@ def test_an_incomplete_torchrun_environment_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set: start distributed runs "
                                          "with torchrun"):
         from_environment(torch.device("cpu"))
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="process 1 of 2 on this machine has no GPU of its own: 1 visible"):
+        from_environment(torch.device("cuda"))
+
+
+def test_torchrun_with_a_sweep_is_refused(tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(RUN), "-m", *SMALL, "seed=0,1", f"hydra.sweep.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert out.returncode == 2
+    assert "torchrun with -m (a sweep)" in out.stderr
 
 
 def test_thread_budget_shares_the_cores():

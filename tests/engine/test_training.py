@@ -221,6 +221,26 @@ def test_resume_auto_starts_fresh_or_continues_what_is_there(tmp_path):
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_resume_auto_refuses_a_folder_trained_with_another_protocol(tmp_path, caplog):
+    run = tmp_path / "run"
+    train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1"), run)
+    # a sweep re-launched after its budget changed must not continue the old runs under the new name
+    with pytest.raises(CheckpointError, match=r"train.resume=auto: .*last.ckpt was trained with another config: "
+                                              r"train.optimizer.lr=0.002 -> 0.001.*train.resume=last"):
+        train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=1", "train.optimizer.lr=1e-3",
+                       "train.resume=auto"), run)
+    # asked for by name, it continues and says what differs
+    with caplog.at_level("WARNING", logger="pyg_sdfl.engine.training"):
+        train(tiny_cfg("train.epochs=2", "train.max_steps_per_epoch=1", "train.optimizer.lr=1e-3",
+                       "train.resume=last"), run)
+    assert "differs from its own: train.optimizer.lr=0.002 -> 0.001" in caplog.text
+
+
+def test_init_from_and_init_backbone_from_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="give one"):
+        train(tiny_cfg("train.epochs=1", "train.init_from=a.ckpt", "train.init_backbone_from=b.ckpt"), tmp_path)
+
+
 def test_init_backbone_from_takes_the_backbone_of_a_run_with_another_head(tmp_path):
     first = tmp_path / "fc"
     train(tiny_cfg("head=fc", "train.epochs=1", "train.max_steps_per_epoch=2"), first)

@@ -58,7 +58,8 @@ def _worker(rank, port, shape, queue):
         xs.grad = None
         bn.zero_grad()
         (bn(xs) * upstream[part]).sum().backward()
-    for p in (bn.weight, bn.bias):  # what DDP does with the parameters' gradients: sum over the ranks
+    for p in (bn.weight, bn.bias):  # the losses here are sums: the whole batch's gradient is the ranks' sum
+        # (DDP averages, for the per-rank mean losses training uses)
         dist.all_reduce(p.grad)
     bn.train()
     y = bn(xs.detach()).detach()
@@ -81,7 +82,7 @@ def test_two_processes_equal_one_batch_norm_over_the_whole_batch(shape):
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
     for r in results:
-        # the gradients of the affine parameters: each rank's share, summed over the ranks by DDP
+        # the gradients of the affine parameters: each rank's share, summed over the ranks
         torch.testing.assert_close(r[3], gw_ref, atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(r[4], gb_ref, atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(r[5], mean_ref, atol=1e-5, rtol=1e-5)
