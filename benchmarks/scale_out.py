@@ -6,7 +6,8 @@ Runs ``experiments/run.py`` as users do, on the real 300-W training faces (128 p
 presets' budget, bf16 + channels_last, ResNet-18 + SDFL head), each run ``--steps`` steps of one
 global batch of 32:
 
-1. one process with all the cores as torch threads;
+1. one process with all the cores as torch threads, with the SDFL head's graph stack on PyG's scatter
+   path (the reference) and on the fused gather path (``train.graph_backend=fused``);
 2. ``torchrun --nproc_per_node=P`` (DDP on gloo), one thread per process;
 3. two jobs of a sweep with ``hydra/launcher=joblib`` (``n_jobs=2``, cores/2 threads each), against the
    same two jobs run one after the other with all the cores.
@@ -63,12 +64,12 @@ def _env(threads: int) -> Dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads)}
 
 
-def one_process(root: str, steps: int, cores: int, work: Path) -> Dict[str, Any]:
-    run_dir = work / "one_process"
-    wall = _call([sys.executable, str(RUN), *_budget(root, steps), f"threads={cores}", f"hydra.run.dir={run_dir}"],
-                 _env(cores))
-    return {"setup": f"1 process x {cores} threads", "faces_per_s": _faces_per_s(run_dir / "results.json"),
-            "wall_s": wall}
+def one_process(root: str, steps: int, cores: int, work: Path, graph_backend: str = "pyg") -> Dict[str, Any]:
+    run_dir = work / f"one_process_{graph_backend}"
+    wall = _call([sys.executable, str(RUN), *_budget(root, steps), f"threads={cores}", f"hydra.run.dir={run_dir}",
+                  f"train.graph_backend={graph_backend}"], _env(cores))
+    label = f"1 process x {cores} threads" + ("" if graph_backend == "pyg" else f", train.graph_backend={graph_backend}")
+    return {"setup": label, "faces_per_s": _faces_per_s(run_dir / "results.json"), "wall_s": wall}
 
 
 def ddp(root: str, steps: int, processes: int, cores: int, work: Path) -> Dict[str, Any]:
@@ -108,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, fn in (("one process", lambda: one_process(args.root, args.steps, cores, work)),
+                         ("one process, fused graph head", lambda: one_process(args.root, args.steps, cores, work,
+                                                                                "fused")),
                          ("ddp", lambda: ddp(args.root, args.steps, args.processes, cores, work)),
                          ("sequential sweep", lambda: sweep(args.root, args.steps, cores, work, parallel=False)),
                          ("joblib sweep", lambda: sweep(args.root, args.steps, cores, work, parallel=True))):

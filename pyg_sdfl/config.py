@@ -191,6 +191,7 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.precision": STR,
     "train.channels_last": BOOL,
     "train.compile": BOOL,
+    "train.graph_backend": KeyType(str, choices=("pyg", "fused")),  # pyg_sdfl.nn.heads.GRAPH_BACKENDS
     "train.log_every": INT,
     "train.max_val_nme": FLOAT,
     "train.eval_untrained": BOOL,

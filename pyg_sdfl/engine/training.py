@@ -73,6 +73,7 @@ from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
 from pyg_sdfl.nn.cross_process_batch_norm import convert_batch_norm
+from pyg_sdfl.nn.heads import GRAPH_BACKENDS, use_graph_backend
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
         graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
+    _use_graph_backend(model, str(cfg.train.graph_backend))
     # rank 0 decides for all: ranks on other machines may see the folder late
     resume = broadcast_object(context, _resolve_resume(cfg.train.resume, run_dir) if main else None)
     if cfg.train.init_from and cfg.train.init_backbone_from:
@@ -433,6 +435,19 @@ def _describe(state: Optional[Dict[str, Any]]) -> str:
         return "nothing readable"
     best = state.get("best") or {}
     return f"epoch {best.get('epoch')} (val NME {100 * float(best.get('val_nme', math.nan)):.4g}%)"
+
+
+def _use_graph_backend(model: nn.Module, backend: str) -> None:
+    """``train.graph_backend``: run the model's SDFL heads on ``backend`` (the same weights and
+    gradients; ``tests/engine/test_training.py`` trains both and compares)."""
+    if backend not in GRAPH_BACKENDS:
+        raise ValueError(f"train.graph_backend must be one of {GRAPH_BACKENDS}; got {backend!r}")
+    heads = use_graph_backend(model, backend)
+    if backend != "pyg":
+        if heads:
+            log.info("train.graph_backend=%s: %d SDFL head(s) on the %s path", backend, heads, backend)
+        else:
+            log.warning("train.graph_backend=%s has no effect: the model has no SDFL head", backend)
 
 
 def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,

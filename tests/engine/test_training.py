@@ -285,3 +285,37 @@ def test_resume_and_init_from_read_checkpoints_onto_the_cpu(tmp_path, monkeypatc
     train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1", f"train.init_from={tmp_path / 'last.ckpt'}"),
           tmp_path / "tuned")
     assert seen and set(seen) == {"cpu"}
+
+
+def test_the_fused_graph_backend_trains_the_same_weights_as_pyg(tmp_path, caplog):
+    # the dynamic and the binary SDFL head, 2 epochs x 3 steps, fp32, plain SGD at a small lr (as the DDP
+    # test: Adam would scale the ~1e-9 gradient noise of the biases that batch norm cancels up to full steps)
+    def weights(run):
+        model = load_checkpoint(run / "last.ckpt")["model"]
+        return {k: v for k, v in model.items() if v.is_floating_point() and "running_" not in k}
+
+    for variant in ("paper", "binary_adjacency"):
+        base = ["train.epochs=2", "train.max_steps_per_epoch=3", f"variant={variant}",
+                "train.optimizer._target_=torch.optim.SGD", "train.optimizer.lr=1e-4", "train.eval_untrained=false"]
+        runs = tmp_path / variant
+        train(tiny_cfg(*base), runs / "pyg")
+        with caplog.at_level("INFO", logger="pyg_sdfl.engine.training"):
+            train(tiny_cfg(*base, "train.graph_backend=fused"), runs / "fused")
+        assert "train.graph_backend=fused: 1 SDFL head(s) on the fused path" in caplog.text
+        train(tiny_cfg(*base, "train.optimizer.lr=0"), runs / "untrained")
+        a, b, start = weights(runs / "pyg"), weights(runs / "fused"), weights(runs / "untrained")
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, variant
+        # not a vacuous agreement: the 6 steps moved the weights by far more than that
+        assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-4, variant
+
+
+def test_an_unknown_graph_backend_is_refused_and_other_heads_are_told(tmp_path, caplog):
+    with pytest.raises(ConfigError, match=r"train.graph_backend.*expected one of pyg, fused"):
+        train(tiny_cfg("train.epochs=1", "train.graph_backend=dense"), tmp_path / "bad")
+    from pyg_sdfl.config import KEY_TYPES
+    from pyg_sdfl.nn.heads import GRAPH_BACKENDS
+    assert KEY_TYPES["train.graph_backend"].choices == GRAPH_BACKENDS
+    with caplog.at_level("WARNING", logger="pyg_sdfl.engine.training"):
+        train(tiny_cfg("head=fc", "train.epochs=1", "train.max_steps_per_epoch=1", "train.graph_backend=fused"),
+              tmp_path / "fc")
+    assert "train.graph_backend=fused has no effect: the model has no SDFL head" in caplog.text
