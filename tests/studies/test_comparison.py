@@ -317,7 +317,9 @@ def test_ablation_and_mining_tables(built) -> None:
 def test_markdown_names_protocol_rule_and_borrowed_runs(built) -> None:
     text = comparison.render_markdown(built)
     assert comparison.VERDICT_RULE in text
-    assert "96 px" in text and "crop 1.2x" in text and "resnet18" in text and "10 epochs" in text
+    protocol, _ = _composed(("experiment=head_comparison", "dataset.root=/x"))  # the presets' budget, whatever it is
+    assert f"{protocol['dataset']['image_size']} px" in text and f"{protocol['train']['epochs']} epochs" in text
+    assert "crop 1.2x" in text and "resnet18" in text
     assert "precision bf16" in text and "Seeds: 0, 1" in text and "abc123" in text and "vm x86_64 2 cpus" in text
     runs = built.runs
     total = sum(r.record.meta["wall_time_s"] for r in runs)
@@ -346,7 +348,9 @@ def test_markdown_names_protocol_rule_and_borrowed_runs(built) -> None:
     assert summary["rule"] == comparison.VERDICT_RULE
     assert set(summary["tables"]) == {"heads", "k_sweep", "ablation", "mining"}
     assert summary["meta"]["wall_time_s_total"] == pytest.approx(total)
-    assert summary["protocol"]["image_size"] == [96] and summary["protocol"]["epochs"] == [10]
+    protocol, _ = _composed(("experiment=head_comparison", "dataset.root=/x"))
+    assert summary["protocol"]["image_size"] == [protocol["dataset"]["image_size"]]
+    assert summary["protocol"]["epochs"] == [protocol["train"]["epochs"]]
 
 
 # ============================================================================ paired statistics, three seeds
@@ -560,7 +564,8 @@ def test_a_different_protocol_is_not_borrowed(tmp_path) -> None:
     warnings = []
     built = comparison.build_comparison(comparison.load_runs([root]), warnings=warnings)
     assert "k_sweep" in built.skipped and [t.spec.name for t in built.tables] == ["heads"]
-    assert any("not borrowing head_comparison/head=sdfl,seed=0" in w and "train.epochs=5 (vs 10)" in w for w in warnings)
+    epochs = _composed(("experiment=k_sweep", "dataset.root=/x"))[0]["train"]["epochs"]
+    assert any("not borrowing head_comparison/head=sdfl,seed=0" in w and f"train.epochs=5 (vs {epochs})" in w for w in warnings)
 
 
 def test_two_different_runs_of_one_condition_are_refused(tmp_path) -> None:
