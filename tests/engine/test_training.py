@@ -289,14 +289,18 @@ def test_resume_and_init_from_read_checkpoints_onto_the_cpu(tmp_path, monkeypatc
 
 def test_the_fused_graph_backend_trains_the_same_weights_as_pyg(tmp_path, caplog):
     # the dynamic and the binary SDFL head, 2 epochs x 3 steps, fp32, plain SGD at a small lr (as the DDP
-    # test: Adam would scale the ~1e-9 gradient noise of the biases that batch norm cancels up to full steps)
+    # test: Adam would scale the ~1e-9 gradient noise of the biases that batch norm cancels up to full steps).
+    # The two paths' gradients differ by float rounding only (~1e-6 relative), but an untrained model at
+    # lr 1e-4 multiplies a weight difference by ~30 per step (measured: 4e-9, 1e-7, 4e-6 after steps 1-3,
+    # 1.6e-4 after 6, on an Intel AMX VM): at lr 1e-5 the 6 steps move the weights by ~9e-4 and the paths
+    # stay ~8e-8 apart, so the bound is relative to the movement and far from both.
     def weights(run):
         model = load_checkpoint(run / "last.ckpt")["model"]
         return {k: v for k, v in model.items() if v.is_floating_point() and "running_" not in k}
 
     for variant in ("paper", "binary_adjacency"):
         base = ["train.epochs=2", "train.max_steps_per_epoch=3", f"variant={variant}",
-                "train.optimizer._target_=torch.optim.SGD", "train.optimizer.lr=1e-4", "train.eval_untrained=false"]
+                "train.optimizer._target_=torch.optim.SGD", "train.optimizer.lr=1e-5", "train.eval_untrained=false"]
         runs = tmp_path / variant
         train(tiny_cfg(*base), runs / "pyg")
         with caplog.at_level("INFO", logger="pyg_sdfl.engine.training"):
@@ -304,9 +308,10 @@ def test_the_fused_graph_backend_trains_the_same_weights_as_pyg(tmp_path, caplog
         assert "train.graph_backend=fused: 1 SDFL head(s) on the fused path" in caplog.text
         train(tiny_cfg(*base, "train.optimizer.lr=0"), runs / "untrained")
         a, b, start = weights(runs / "pyg"), weights(runs / "fused"), weights(runs / "untrained")
-        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, variant
-        # not a vacuous agreement: the 6 steps moved the weights by far more than that
-        assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-4, variant
+        moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+        apart = max(float((a[k] - b[k]).abs().max()) for k in a)
+        assert moved > 1e-4, variant  # not a vacuous agreement: the 6 steps moved the weights
+        assert apart < 1e-3 * moved, (variant, apart, moved)
 
 
 def test_an_unknown_graph_backend_is_refused_and_other_heads_are_told(tmp_path, caplog):
