@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from pyg_sdfl.data.sample import as_rgb_uint8, read_image
-from pyg_sdfl.data.transforms import normalise_image
+from pyg_sdfl.data.transforms import checked_annotation_offset, normalise_image
 from pyg_sdfl.detection.base import Detection, Detector
 from pyg_sdfl.detection.mapping import load_detector_mapping, mapping_from_dict
 from pyg_sdfl.engine.builders import resolve_device
@@ -279,9 +279,7 @@ class Landmarker:
         self.meta = dict(meta or {})
         self.batch_size = int(batch_size)
         self.flip_test = bool(flip_test)
-        if isinstance(annotation_offset_x, bool) or not math.isfinite(float(annotation_offset_x)):
-            raise ValueError(f"annotation_offset_x must be a finite number of pixels, got {annotation_offset_x!r}")
-        self.annotation_offset_x = float(annotation_offset_x)
+        self.annotation_offset_x = checked_annotation_offset(annotation_offset_x)
         self.passes = int(passes)
         self.align_rotation = bool(align_rotation)
         self.last_track_stats: Dict[str, Any] = {}

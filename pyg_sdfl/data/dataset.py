@@ -44,6 +44,7 @@ from pyg_sdfl.data.sample import FaceSample, ImageLoadError, as_rgb_uint8, check
 from pyg_sdfl.data.transforms import (
     AugmentConfig,
     AugmentParams,
+    checked_annotation_offset,
     denormalise_image,
     normalise_image,
     paint_occlusion,
@@ -149,8 +150,7 @@ class LandmarkDataset(Dataset):
         annotation_offset_x: float = 0.0,
     ) -> None:
         self.scheme = get_scheme(scheme)
-        if isinstance(annotation_offset_x, bool) or not math.isfinite(float(annotation_offset_x)):
-            raise ValueError(f"annotation_offset_x must be a finite number of pixels, got {annotation_offset_x!r}")
+        annotation_offset_x = checked_annotation_offset(annotation_offset_x)
         if on_bad_image not in ("skip", "fail"):
             raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
         if int(image_size) != image_size or image_size <= 0:

@@ -24,6 +24,7 @@ __all__ = [
     "AugmentParams",
     "flip_landmarks",
     "mirrored_label_shift",
+    "checked_annotation_offset",
     "warp_sample",
     "sample_occlusion",
     "paint_occlusion",
@@ -56,6 +57,18 @@ def flip_landmarks(
     mirrored = pts.copy()
     mirrored[:, 0] = (width - 1 + 2.0 * float(annotation_offset_x)) - mirrored[:, 0]
     return mirrored[perm]
+
+
+def checked_annotation_offset(annotation_offset_x: object) -> float:
+    """``annotation_offset_x`` (image pixels the labels sit right of the content) as a float; a
+    ``ValueError`` naming it for anything but a finite number (a bool, NaN, inf, text, None)."""
+    try:
+        value = float(annotation_offset_x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(annotation_offset_x, bool) or not math.isfinite(value):
+        raise ValueError(f"annotation_offset_x must be a finite number of pixels, got {annotation_offset_x!r}")
+    return value
 
 
 def mirrored_label_shift(M: np.ndarray, annotation_offset_x: float) -> np.ndarray:

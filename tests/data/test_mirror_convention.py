@@ -7,11 +7,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from pyg_sdfl.config import compose
-from pyg_sdfl.data.transforms import flip_landmarks, mirrored_label_shift, warp_sample
+from pyg_sdfl.data.dataset import LandmarkDataset
+from pyg_sdfl.data.transforms import checked_annotation_offset, flip_landmarks, mirrored_label_shift, warp_sample
 from pyg_sdfl.engine.builders import build_datasets, load_splits
 from pyg_sdfl.geometry import crop_matrix
+from pyg_sdfl.inference import Landmarker
 from pyg_sdfl.schemes import get_scheme
 from pyg_sdfl.studies.mirror_offset import crop_mirror_offset
 
@@ -70,6 +73,17 @@ def test_the_shift_is_zero_without_an_offset_and_follows_the_crop_axes():
     k = 64 / 80.0
     # 2 b k (cos a, sin a): the image's x axis as the mirrored crop sees it
     assert np.allclose(mirrored_label_shift(M, 1.0), 2 * k * np.array([np.cos(np.radians(30)), np.sin(np.radians(30))]))
+
+
+@pytest.mark.parametrize("bad", [True, float("nan"), float("inf"), "left", None])
+def test_an_offset_that_is_not_a_finite_number_is_refused_by_the_dataset_and_the_landmarker(bad):
+    with pytest.raises(ValueError, match="annotation_offset_x must be a finite number of pixels"):
+        checked_annotation_offset(bad)
+    with pytest.raises(ValueError, match="annotation_offset_x must be a finite number of pixels"):
+        LandmarkDataset([], "300w", annotation_offset_x=bad)
+    with pytest.raises(ValueError, match="annotation_offset_x must be a finite number of pixels"):
+        Landmarker(torch.nn.Identity(), "300w", 64, 1.2, annotation_offset_x=bad)
+    assert checked_annotation_offset("0.89") == 0.89 and checked_annotation_offset(-2) == -2.0
 
 
 def test_mirrored_300w_labels_carry_no_offset_against_the_mirrored_pixels(w300_root):
