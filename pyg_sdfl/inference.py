@@ -50,7 +50,7 @@ from pyg_sdfl.engine.checkpoint import CheckpointError, load_model, resolve_back
 from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, resolve_precision
 from pyg_sdfl.geometry import (box_square, check_boxes, crop_matrix, crop_to_image, line_angle,
                                oriented_landmark_square, square_to_box)
-from pyg_sdfl.nn.flip_average import FlipAverage, flip_average_shift
+from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.nn.heads import use_graph_backend
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
@@ -283,7 +283,8 @@ class Landmarker:
         self.passes = int(passes)
         self.align_rotation = bool(align_rotation)
         self.last_track_stats: Dict[str, Any] = {}
-        self._net = FlipAverage(self.model, self.scheme.flip_permutation).to(self.device) if self.flip_test else self.model
+        self._net = (FlipAverage(self.model, self.scheme.flip_permutation, self.annotation_offset_x).to(self.device)
+                     if self.flip_test else self.model)
 
     def _resolve_precision(self, precision: str) -> str:
         if self.backend == "onnx":
@@ -435,8 +436,7 @@ class Landmarker:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with precision_autocast(self.device, self.precision):
                 if self.flip_test:
-                    shift = flip_average_shift(torch.from_numpy(mats[lo:lo + self.batch_size]), self.annotation_offset_x)
-                    out = self._net(batch, shift.to(device=self.device, dtype=torch.float32))
+                    out = self._net(batch, torch.from_numpy(mats[lo:lo + self.batch_size]))
                 else:
                     out = self._net(batch)
             preds.append(out.float().cpu().numpy().astype(np.float64))

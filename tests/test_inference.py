@@ -100,6 +100,19 @@ def test_flip_test_averages_the_photo_and_its_mirror(tiny_ckpt, landmarker, face
     assert np.abs(averaged - expected).max() < 0.02 * gap
 
 
+@pytest.mark.parametrize("offset", [0.89, -2.0])
+def test_flip_test_puts_the_labels_offset_back_in_image_pixels(tiny_ckpt, face, offset):
+    """With ``annotation_offset_x = b`` the flip average moves every landmark by exactly ``(b, 0)``
+    image pixels against ``b = 0`` (the shift ``2 b A[:, 0]`` of the un-mirrored view, halved by the
+    average, maps back through the crop matrix to ``b e_x``), whatever the crop's rotation."""
+    image, box = face
+    plain = Landmarker.from_checkpoint(tiny_ckpt, flip_test=True, precision="fp32", annotation_offset_x=0.0)
+    shifted = Landmarker.from_checkpoint(tiny_ckpt, flip_test=True, precision="fp32", annotation_offset_x=offset)
+    assert shifted.annotation_offset_x == offset
+    move = shifted.predict(image, boxes=[box])[0].landmarks - plain.predict(image, boxes=[box])[0].landmarks
+    assert np.allclose(move, [offset, 0.0], atol=1e-3), move[:3]
+
+
 def test_several_faces_in_one_forward(landmarker, face):
     image, box = face
     pair = np.concatenate([image, image], axis=1)  # the face twice, side by side

@@ -15,7 +15,7 @@ from pyg_sdfl.engine.distributed import SINGLE_PROCESS, DistributedContext, gath
 from pyg_sdfl.geometry import crop_to_image
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
-from pyg_sdfl.nn.flip_average import FlipAverage, flip_average_shift
+from pyg_sdfl.nn.flip_average import FlipAverage
 from pyg_sdfl.schemes import LandmarkScheme
 
 __all__ = ["Predictions", "predict", "evaluate", "precision_autocast", "resolve_precision", "cpu_bf16_flags"]
@@ -60,19 +60,14 @@ def predict(
     precision = resolve_precision(precision, device)  # once: "auto" reads the CPU's flags
     was_training = model.training
     model.eval()
-    net = FlipAverage(model, flip_permutation).to(device) if flip_permutation is not None else model
+    net = FlipAverage(model, flip_permutation, annotation_offset_x).to(device) if flip_permutation is not None else model
     shard = Subset(dataset, range(context.rank, len(dataset), context.world_size)) if context.enabled else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     preds, mats, idx = [], [], []
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         with precision_autocast(device, precision):
-            if flip_permutation is not None:
-                shift = flip_average_shift(batch["matrix"].to(torch.float64), annotation_offset_x)
-                shift = shift.to(device=device, dtype=torch.float32)
-                out = net(images, shift)
-            else:
-                out = net(images)
+            out = net(images, batch["matrix"]) if flip_permutation is not None else net(images)
         preds.append(out.float().cpu().numpy())
         mats.append(batch["matrix"].numpy().astype(np.float64))
         idx.append(batch["index"].numpy())

@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from pyg_sdfl.data.transforms import checked_annotation_offset
 from pyg_sdfl.schemes import check_flip_permutation
 
 __all__ = ["FlipAverage", "unflip_points", "flip_average_shift"]
@@ -62,29 +63,39 @@ class FlipAverage(nn.Module):
     Args:
         model: the landmark model (crop pixels out).
         flip_permutation: the scheme's ``flip_permutation``, ``N`` indices forming an involution.
+        annotation_offset_x: ``b``, how far (image pixels) the labels sit right of the content
+            (``dataset.annotation_offset_x``); when non-zero, :meth:`forward` needs each crop's
+            image -> crop matrix to put it back (``s = 2 b A[:, 0]``, :func:`flip_average_shift`).
     """
 
-    def __init__(self, model: nn.Module, flip_permutation: Sequence[int]) -> None:
+    def __init__(self, model: nn.Module, flip_permutation: Sequence[int], annotation_offset_x: float = 0.0) -> None:
         super().__init__()
         perm = torch.from_numpy(check_flip_permutation(flip_permutation, len(flip_permutation)))
         self.model = model
+        self.annotation_offset_x = checked_annotation_offset(annotation_offset_x)
         self.register_buffer("perm", perm, persistent=False)
 
-    def forward(self, images: Tensor, shift: Optional[Tensor] = None) -> Tensor:
-        """``images`` ``(B, 3, S, S)`` -> ``(B, N, 2)``; ``shift`` ``(B, 2)`` crop pixels
-        (:func:`flip_average_shift`), added to the un-mirrored view; none = zero."""
+    def forward(self, images: Tensor, matrices: Optional[Tensor] = None) -> Tensor:
+        """``images`` ``(B, 3, S, S)`` -> ``(B, N, 2)``; ``matrices`` ``(B, 2, 3)``: each crop's image ->
+        crop matrix (unmirrored), needed when ``annotation_offset_x`` is not 0 (ignored when it is)."""
         if images.dim() != 4:
             raise ValueError(f"images must be (B, 3, S, S), got shape {tuple(images.shape)}")
         size = images.shape[-1]
         if images.shape[-2] != size:
             raise ValueError(f"flip averaging needs square crops, got {tuple(images.shape[-2:])}")
         batch = images.shape[0]
+        shift = None
+        if self.annotation_offset_x != 0.0:
+            if matrices is None:
+                raise ValueError(f"annotation_offset_x={self.annotation_offset_x}: flip averaging needs each crop's "
+                                 "image -> crop matrix (B, 2, 3) to put the labels' offset back")
+            if matrices.shape[0] != batch:
+                raise ValueError(f"matrices must be ({batch}, 2, 3), got shape {tuple(matrices.shape)}")
+            shift = flip_average_shift(matrices.detach().to("cpu", torch.float64), self.annotation_offset_x)
         both = self.model(torch.cat([images, images.flip(-1)], dim=0))
         if both.shape[1] != self.perm.numel():
             raise ValueError(f"the model predicts {both.shape[1]} points; flip_permutation has {self.perm.numel()}")
         direct, back = both[:batch], unflip_points(both[batch:], self.perm, size)
         if shift is not None:
-            if tuple(shift.shape) != (batch, 2):
-                raise ValueError(f"shift must be ({batch}, 2), got shape {tuple(shift.shape)}")
-            back = back + shift.to(back.dtype)[:, None, :]
+            back = back + shift.to(device=back.device, dtype=back.dtype)[:, None, :]
         return 0.5 * (direct + back)

@@ -75,11 +75,12 @@ def test_the_shift_keeps_the_annotation_offset_of_the_training_convention(offset
     images, points, matrices = _crops(flip=False, annotation_offset_x=offset, with_matrices=True)
     mirrored, mirrored_points = _crops(flip=True, annotation_offset_x=offset)
     oracle = Oracle(torch.cat([images, mirrored]), torch.cat([points, mirrored_points]))
-    wrapped = FlipAverage(oracle, get_scheme("300w").flip_permutation)
-    shift = flip_average_shift(matrices, offset)
-    assert torch.allclose(wrapped(images, shift.float()), points, atol=1e-4)
+    wrapped = FlipAverage(oracle, get_scheme("300w").flip_permutation, annotation_offset_x=offset)
+    assert torch.allclose(wrapped(images, matrices), points, atol=1e-4)
+    unshifted = FlipAverage(oracle, get_scheme("300w").flip_permutation)
     expected_move = -offset * matrices[:, None, :, 0].float()  # -b e_x of the image, in crop pixels
-    assert torch.allclose(wrapped(images) - points, expected_move.expand_as(points), atol=1e-4)
+    assert torch.allclose(unshifted(images, matrices) - points, expected_move.expand_as(points), atol=1e-4)
+    assert torch.allclose(unshifted(images) - points, expected_move.expand_as(points), atol=1e-4)
     assert torch.equal(flip_average_shift(matrices, 0.0), torch.zeros(2, 2, dtype=matrices.dtype))
 
 
@@ -124,8 +125,15 @@ def test_bad_inputs():
         wrapped(torch.zeros(1, 3, 32, 48))
     with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
         wrapped(torch.zeros(3, 32, 32))
-    with pytest.raises(ValueError, match=r"shift must be \(1, 2\)"):
-        wrapped(torch.zeros(1, 3, 32, 32), torch.zeros(2, 2))
+    offset = FlipAverage(lambda_model(68), get_scheme("300w").flip_permutation, annotation_offset_x=0.89)
+    with pytest.raises(ValueError, match=r"needs each crop's image -> crop matrix"):
+        offset(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"matrices must be \(1, 2, 3\)"):
+        offset(torch.zeros(1, 3, 32, 32), torch.zeros(2, 2, 3))
+    with pytest.raises(ValueError, match="unmirrored crops"):
+        offset(torch.zeros(1, 3, 32, 32), torch.tensor([[[-1.0, 0.0, 5.0], [0.0, 1.0, 0.0]]]))
+    with pytest.raises(ValueError, match="annotation_offset_x must be a finite number"):
+        FlipAverage(lambda_model(68), get_scheme("300w").flip_permutation, annotation_offset_x=float("nan"))
     with pytest.raises(ValueError, match=r"matrices must be \(B, 2, 3\)"):
         flip_average_shift(torch.zeros(2, 3), 1.0)
     with pytest.raises(ValueError, match="unmirrored crops"):
