@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -107,25 +106,11 @@ def time_methods(methods: Dict[str, Callable[[Any], Any]], items: Sequence[Any],
                    "repeats": repeats, "warmup": warmup} for name, r in runs.items()}
 
 
-#: The /proc/cpuinfo flags that decide CPU speed here (vector width, bf16 and AMX units).
-CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8")
-
-
 def metadata(threads: int) -> Dict[str, Any]:
-    """Commit, machine, versions, the exact command, thread settings and the load at the time."""
+    """Commit, machine (CPU model and flags: ``run_metadata``), versions, the exact command, thread
+    settings and the load at the time."""
     meta = run_metadata(device="cpu")
-    cpu, flags = None, []
-    try:
-        with open("/proc/cpuinfo") as handle:
-            lines = handle.read().splitlines()
-        cpu = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), None)
-        all_flags = next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), [])
-        flags = [f for f in all_flags if f in CPU_FLAGS_OF_INTEREST]
-    except OSError:
-        pass
     meta.update({
-        "cpu": cpu or platform.processor() or "unknown",
-        "cpu_flags": flags,
         "torch_threads": threads,
         "opencv_threads": cv2.getNumThreads(),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv),

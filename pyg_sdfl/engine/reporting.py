@@ -12,7 +12,25 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["json_default", "json_safe", "run_metadata", "write_results", "metrics_table", "plot_ced", "plot_prediction_grid"]
+__all__ = ["CPU_FLAGS_OF_INTEREST", "cpu_description", "json_default", "json_safe", "run_metadata", "write_results", "metrics_table", "plot_ced", "plot_prediction_grid"]
+
+
+#: The /proc/cpuinfo flags that decide CPU speed here (vector width, bf16 and AMX units).
+CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8")
+
+
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> Dict[str, Any]:
+    """``{"cpu": model name, "cpu_flags": [...]}``: the CPU's model and which of
+    :data:`CPU_FLAGS_OF_INTEREST` it lists (timings differ by 2x between VMs that share a name but not
+    AMX); ``platform.processor()`` and ``[]`` where ``cpuinfo`` cannot be read (not Linux)."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        lines = []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    listed = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    flags = [flag for flag in CPU_FLAGS_OF_INTEREST if flag in listed]
+    return {"cpu": model or platform.processor() or "unknown", "cpu_flags": flags}
 
 
 def run_metadata(wall_time_s: Optional[float] = None, device: Optional[str] = None) -> Dict[str, Any]:
@@ -25,6 +43,7 @@ def run_metadata(wall_time_s: Optional[float] = None, device: Optional[str] = No
     meta = {
         "commit": commit,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        **cpu_description(),
         "device": device or "cpu",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -588,7 +588,7 @@ def protocol_dict(runs: Sequence[Run]) -> Dict[str, List[Any]]:
     milestones and gamma of the schedule, precision, normalisation, threshold."""
     keys = {
         "dataset": "dataset.name", "crop_scale": "dataset.crop_scale", "image_size": "dataset.image_size",
-        "backbone": "backbone", "epochs": "train.epochs", "batch_size": "train.batch_size",
+        "backbone": "backbone", "init_backbone_from": "train.init_backbone_from", "epochs": "train.epochs", "batch_size": "train.batch_size",
         "optimizer": "train.optimizer._target_", "lr": "train.optimizer.lr",
         "milestones": "train.scheduler.milestones", "gamma": "train.scheduler.gamma", "precision": "train.precision",
         "normalisation": "evaluate.normalisation", "threshold": "evaluate.threshold",
@@ -617,6 +617,8 @@ def meta_dict(runs: Sequence[Run]) -> Dict[str, Any]:
         "seeds": seeds,
         "commits": sorted(distinct("commit")),
         "machines": sorted(distinct("machine")),
+        "cpus": sorted({f"{r.record.meta['cpu']} ({' '.join(r.record.meta.get('cpu_flags') or []) or 'no flags listed'})"
+                        for r in runs if r.record.meta.get("cpu")}),
         "devices": sorted(distinct("device")),
         "torch_threads": sorted(distinct("torch_threads")),
         "wall_time_s_total": round(sum(walls), 1) if walls else None,
@@ -696,19 +698,23 @@ def render_markdown(comparison: Comparison) -> str:
     wall = ("unknown" if per_run is None else
             f"{_hours(meta['wall_time_s_total'])} in total over {per_run['runs_timed']} runs, "
             f"{per_run['mean']:.0f} s per run on average (min {per_run['min']:.0f} s, max {per_run['max']:.0f} s)")
+    starts = [f"{Path(str(v)).parent.name}/{Path(str(v)).name}" for v in p["init_backbone_from"]]
+    start = ("from scratch" if not starts else f"initialised from the shared backbone {_join(starts)}"
+             + (" (some runs from scratch)" if any(not r.config.get("train.init_backbone_from") for r in runs) else ""))
+    cpus = f", CPU {'; '.join(meta['cpus'])}" if meta.get("cpus") else ""
     lines = [
         "# Comparison tables: heads, k, ablation, graph mining",
         "",
         f"Protocol: dataset {_join(p['dataset'])}, reported on split `{comparison.split}` (subset "
         f"`{comparison.subset}`, {faces} faces); crop {_join(p['crop_scale'])}x the landmark box resized to "
-        f"{_join(p['image_size'])} px; backbone {_join(p['backbone'])} from scratch; {_join(p['epochs'])} epochs, "
+        f"{_join(p['image_size'])} px; backbone {_join(p['backbone'])} {start}; {_join(p['epochs'])} epochs, "
         f"{_join(p['optimizer'])} lr {_join(p['lr'])}{schedule}, batch "
         f"{_join(p['batch_size'])}, precision {_join(p['precision'])}. NME normalised by "
         f"{_join(p['normalisation']).replace('_', '-')} "
         f"distance; FR and AUC at {thr}%.",
         "",
         f"Seeds: {', '.join(str(s) for s in meta['seeds'])}. Commit(s): {', '.join(meta['commits']) or 'unknown'}. "
-        f"Machine(s): {'; '.join(meta['machines']) or 'unknown'} (device {_join(meta['devices'])}, "
+        f"Machine(s): {'; '.join(meta['machines']) or 'unknown'}{cpus} (device {_join(meta['devices'])}, "
         f"{_join(meta['torch_threads'])} torch threads). Wall time: {wall}.",
         "",
         "Cells are mean ± sample standard deviation (ddof=1) over seeds (no ± with one seed). The best epoch "

@@ -120,7 +120,8 @@ def make_run(root: Path, experiment: str, seed: int, test_nme: float, val_nme: f
         "config": config,
         "choices": dict(choices),
         "meta": {"commit": "abc123", "machine": "vm x86_64 2 cpus", "device": "cpu", "torch": "2.13.0+cpu",
-                 "torch_threads": 1, "python": "3.11.7", "wall_time_s": wall},
+                 "torch_threads": 1, "python": "3.11.7", "wall_time_s": wall, "cpu": "Intel(R) Xeon(R) Processor",
+                 "cpu_flags": ["avx512f", "avx512_bf16", "amx_bf16"]},
     }
     folder = root / experiment / ",".join(f"{key}={value}" for key, value in sorted(swept.items()))
     if with_per_face:
@@ -321,6 +322,8 @@ def test_markdown_names_protocol_rule_and_borrowed_runs(built) -> None:
     assert f"{protocol['dataset']['image_size']} px" in text and f"{protocol['train']['epochs']} epochs" in text
     assert "crop 1.2x" in text and "resnet18" in text
     assert "precision bf16" in text and "Seeds: 0, 1" in text and "abc123" in text and "vm x86_64 2 cpus" in text
+    assert "CPU Intel(R) Xeon(R) Processor (avx512f avx512_bf16 amx_bf16)" in text
+    assert "resnet18 initialised from the shared backbone backbone_pretrain/best.ckpt;" in text
     runs = built.runs
     total = sum(r.record.meta["wall_time_s"] for r in runs)
     assert len(runs) == sum(map(len, [*HEADS.values(), *K_SWEEP.values(), *ABLATION.values(), *MINING.values()]))
