@@ -38,14 +38,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from pyg_sdfl.config import CONFIG_DIR
 from pyg_sdfl.engine.reporting import json_safe
 from pyg_sdfl.studies.paired import CONFIDENCE, RESAMPLES, bootstrap_ci, combine, paired_difference, paired_test
-from pyg_sdfl.studies.runs import IGNORED_KEYS, RunRecord, aggregate_results, format_cell, load_results
+from pyg_sdfl.studies.runs import IGNORED_KEYS, RunRecord, aggregate_results, flatten_config, format_cell, load_results
 
 __all__ = [
     "TableSpec",
@@ -398,13 +398,37 @@ class Comparison:
     subset: str = "all"
 
 
+def variant_keys(variant: Any) -> Set[str]:
+    """The flattened config keys that ``variant=<variant>`` sets (``configs/variant/<variant>.yaml``):
+    what a run of that variant may differ on from the reference; a group it swaps in ``defaults``
+    comes as a prefix (``"loss."``); empty for an unknown variant."""
+    from omegaconf import OmegaConf
+
+    path = PRESET_DIR.parent / "variant" / f"{variant}.yaml"
+    if variant is None or not path.is_file():
+        return set()
+    content = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    keys: Set[str] = set()
+    for name, value in content.items():
+        if name == "defaults":  # "override /loss: l1" swaps a whole group: every "loss.*" key (as the prefix "loss.")
+            for item in value or []:
+                for entry in (item if isinstance(item, Mapping) else {}):
+                    keys.add(str(entry).replace("override", "").strip().strip("/").replace("/", ".") + ".")
+        else:
+            keys.update(flatten_config(value, prefix=f"{name}.") if isinstance(value, Mapping) else {str(name)})
+    return keys
+
+
 def _config_mismatch(candidate: Run, own: Sequence[Run], key: str) -> List[str]:
     """Settings on which ``candidate`` differs from what every run in ``own`` shares (ignoring the
-    swept ``key``, the keys that already vary inside ``own``, seeds and paths)."""
+    swept ``key``, the keys that already vary inside ``own``, the keys the ``own`` runs' variants set,
+    seeds and paths)."""
     keys = set(candidate.config).union(*(r.config for r in own))
+    set_by_variants = set().union(*(variant_keys(r.config.get("variant")) for r in own))
     out = []
     for k in sorted(keys):
-        if k == key or k in _IGNORED:
+        if k == key or k in _IGNORED or k in set_by_variants or any(
+                p.endswith(".") and k.startswith(p) for p in set_by_variants):
             continue
         values = {json.dumps(r.config.get(k), sort_keys=True, default=str) for r in own}
         if len(values) != 1:

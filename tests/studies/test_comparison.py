@@ -571,6 +571,26 @@ def test_a_different_protocol_is_not_borrowed(tmp_path) -> None:
     assert any("not borrowing head_comparison/head=sdfl,seed=0" in w and f"train.epochs=5 (vs {epochs})" in w for w in warnings)
 
 
+@pytest.mark.parametrize("variant", ["binary_adjacency", "l1_loss"])
+def test_a_single_variant_sweep_borrows_the_reference_despite_the_keys_its_variant_sets(tmp_path, variant) -> None:
+    # `experiment=ablation variant=binary_adjacency` alone: head.dynamic (or the whole loss group) is what the
+    # variant changes, not a different protocol; any other difference still refuses the loan
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(root, "head_comparison", seed, 0.05, 0.06, head="sdfl")
+        make_run(root, "ablation", seed, 0.051, 0.061, variant=variant)
+    warnings = []
+    built = comparison.build_comparison(comparison.load_runs([root]), warnings=warnings)
+    assert "ablation" in [t.spec.name for t in built.tables], warnings
+    assert not any("not borrowing" in w for w in warnings), warnings
+    assert comparison.variant_keys("binary_adjacency") == {"head.dynamic"} and comparison.variant_keys("l1_loss") == {"loss."}
+    make_run(tmp_path / "other", "head_comparison", 0, 0.05, 0.06, head="sdfl", edit=lambda c: c["train"].update(epochs=5))
+    make_run(tmp_path / "other", "ablation", 0, 0.051, 0.061, variant=variant)
+    warnings = []
+    comparison.build_comparison(comparison.load_runs([tmp_path / "other"]), warnings=warnings)
+    assert any("not borrowing" in w and "train.epochs=5" in w for w in warnings), warnings
+
+
 def test_two_different_runs_of_one_condition_are_refused(tmp_path) -> None:
     make_run(tmp_path / "a", "head_comparison", 0, 0.05, 0.06, head="sdfl")
     make_run(tmp_path / "b", "head_comparison", 0, 0.07, 0.08, head="sdfl")
