@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Subset
 
 from pyg_sdfl.data.dataset import LandmarkDataset
 from pyg_sdfl.engine.distributed import SINGLE_PROCESS, DistributedContext, gather_objects
+from pyg_sdfl.engine.reporting import cpu_description
 from pyg_sdfl.geometry import crop_to_image
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
@@ -21,7 +22,7 @@ from pyg_sdfl.schemes import LandmarkScheme
 __all__ = ["Predictions", "predict", "evaluate", "precision_autocast", "resolve_precision", "cpu_bf16_flags"]
 
 PRECISIONS = ("fp32", "bf16", "auto")
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU features that run bf16 matrix products natively
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU features that run bf16 matrix products natively (in CPU_FLAGS_OF_INTEREST)
 
 
 @dataclass
@@ -121,17 +122,11 @@ def evaluate(
 
 
 def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> List[str]:
-    """The native-bf16 features (:data:`BF16_CPU_FLAGS`) this CPU lists in ``cpuinfo``'s flags;
-    ``[]`` where the file does not exist (not Linux) or lists none."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-    return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+    """The native-bf16 features (:data:`BF16_CPU_FLAGS`) this CPU lists in ``cpuinfo``'s flags
+    (read by :func:`~pyg_sdfl.engine.reporting.cpu_description`); ``[]`` where the file does not exist
+    (not Linux) or lists none."""
+    listed = cpu_description(cpuinfo)["cpu_flags"]
+    return [flag for flag in BF16_CPU_FLAGS if flag in listed]
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:

@@ -21,14 +21,14 @@ CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
 
 def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> Dict[str, Any]:
     """``{"cpu": model name, "cpu_flags": [...]}``: the CPU's model and which of
-    :data:`CPU_FLAGS_OF_INTEREST` it lists (timings differ by 2x between VMs that share a name but not
-    AMX); ``platform.processor()`` and ``[]`` where ``cpuinfo`` cannot be read (not Linux)."""
+    :data:`CPU_FLAGS_OF_INTEREST` any of its cores lists (timings differ by 2x between VMs that share a
+    name but not AMX); ``platform.processor()`` and ``[]`` where ``cpuinfo`` cannot be read (not Linux)."""
     try:
         lines = Path(cpuinfo).read_text().splitlines()
     except OSError:
         lines = []
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
-    listed = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    listed = {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
     flags = [flag for flag in CPU_FLAGS_OF_INTEREST if flag in listed]
     return {"cpu": model or platform.processor() or "unknown", "cpu_flags": flags}
 

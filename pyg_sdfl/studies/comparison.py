@@ -34,11 +34,12 @@ wins when both exist).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -398,7 +399,8 @@ class Comparison:
     subset: str = "all"
 
 
-def variant_keys(variant: Any) -> Set[str]:
+@functools.lru_cache(maxsize=None)
+def variant_keys(variant: Any) -> FrozenSet[str]:
     """The flattened config keys that ``variant=<variant>`` sets (``configs/variant/<variant>.yaml``):
     what a run of that variant may differ on from the reference; a group it swaps in ``defaults``
     comes as a prefix (``"loss."``); empty for an unknown variant."""
@@ -406,7 +408,7 @@ def variant_keys(variant: Any) -> Set[str]:
 
     path = PRESET_DIR.parent / "variant" / f"{variant}.yaml"
     if variant is None or not path.is_file():
-        return set()
+        return frozenset()
     content = OmegaConf.to_container(OmegaConf.load(path)) or {}
     keys: Set[str] = set()
     for name, value in content.items():
@@ -416,7 +418,7 @@ def variant_keys(variant: Any) -> Set[str]:
                     keys.add(str(entry).replace("override", "").strip().strip("/").replace("/", ".") + ".")
         else:
             keys.update(flatten_config(value, prefix=f"{name}.") if isinstance(value, Mapping) else {str(name)})
-    return keys
+    return frozenset(keys)
 
 
 def _config_mismatch(candidate: Run, own: Sequence[Run], key: str) -> List[str]:
@@ -427,8 +429,7 @@ def _config_mismatch(candidate: Run, own: Sequence[Run], key: str) -> List[str]:
     set_by_variants = set().union(*(variant_keys(r.config.get("variant")) for r in own))
     out = []
     for k in sorted(keys):
-        if k == key or k in _IGNORED or k in set_by_variants or any(
-                p.endswith(".") and k.startswith(p) for p in set_by_variants):
+        if k == key or k in _IGNORED or any(k == p or (p.endswith(".") and k.startswith(p)) for p in set_by_variants):
             continue
         values = {json.dumps(r.config.get(k), sort_keys=True, default=str) for r in own}
         if len(values) != 1:
