@@ -44,8 +44,9 @@ inside ``torch.inference_mode``):
   conv-BN-ReLU blocks, reshape to nodes), for an SDFL head ``edge_weighting`` (global average pool +
   2 FC -> one logit per edge), ``graph_layers`` (PyG path: the batched edge index, the attention
   ``alpha`` by a grouped softmax and the head's :class:`~pyg_sdfl.nn.GraphStack`; fused path:
-  :func:`~pyg_sdfl.nn.fused_graph_stack.table_attention` and
-  :func:`~pyg_sdfl.nn.fused_graph_stack.run_fused_graph_stack` over the neighbour table); other
+  :func:`~pyg_sdfl.nn.fused_graph_stack.table_attention` and the head's
+  :meth:`~pyg_sdfl.nn.SDFLHead.folded_stack`, BatchNorm folded into the layers, as the head runs
+  itself at inference: :mod:`pyg_sdfl.nn.folded_graph_stack`); other
   heads are one ``head`` stage;
 * post-processing: ``to_pixels`` (normalised -> crop pixels -> image pixels).
 
@@ -84,7 +85,7 @@ from pyg_sdfl.engine.evaluation import precision_autocast
 from pyg_sdfl.geometry import crop_matrix, crop_square, crop_to_image, landmark_box
 from pyg_sdfl.inference import Landmarker, warp_crop
 from pyg_sdfl.nn.flops import head_flops
-from pyg_sdfl.nn.fused_graph_stack import gathered_rows, run_fused_graph_stack, table_attention
+from pyg_sdfl.nn.fused_graph_stack import table_attention
 from pyg_sdfl.nn.heads import GraphHead, SDFLHead, use_graph_backend
 from pyg_sdfl.nn.model import normalised_to_pixels
 from pyg_sdfl.weights import available_pretrained
@@ -289,7 +290,6 @@ class StagedPipeline:
         self.graph_stack = self.head.graph_stack if self.split_head else None  # shares the head's layers
         if self.graph == "fused":
             self.table = self.head.neighbour_table
-            self.rows = gathered_rows(self.table)  # once, outside the timing (the head caches it too)
         self.stages = list(PRE) + ["backbone"]
         if isinstance(self.head, SDFLHead):
             self.stages += ["map_to_node", "edge_weighting", "graph_layers"]
@@ -332,7 +332,7 @@ class StagedPipeline:
             t, times["edge_weighting"] = clock(), times["edge_weighting"] + clock() - t
         if self.graph == "fused":
             alpha = table_attention(logits, self.table, head.softmax_over)
-            normalised = run_fused_graph_stack(head.input_block, head.blocks, head.output_conv, nodes, self.rows, alpha)
+            normalised = head.folded_stack()(nodes, alpha)
         else:
             edge_index = head.batcher.batched_edge_index(b, features.device)
             alpha = None if logits is None else head.attention(logits, edge_index)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyg_sdfl.graph import GraphBatcher, dense_graph, random_graph
+from pyg_sdfl.graph import GraphBatcher
 from pyg_sdfl.graph.neighbour_table import NeighbourTable
 from pyg_sdfl.nn import DynamicGraphConv, SDFLHead, edge_softmax
 from pyg_sdfl.nn.fused_graph_stack import (
@@ -13,20 +13,12 @@ from pyg_sdfl.nn.fused_graph_stack import (
     table_alpha_to_edges,
     table_attention,
 )
-from graph_cases import irregular_graph
+from graph_cases import GRAPHS, sdfl_head_with_statistics as _head
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 # bf16 autocast: both paths round their matrix products to bf16 (8 bits of mantissa), in a different
 # order; on normalised coordinates in [-1, 1] the two stay within this bound (measured max 2e-3)
 BF16_ATOL = 2e-2
-
-
-GRAPHS = {
-    "mined_like_k3": lambda: (random_graph(12, 3, seed=0).edge_index, 12),
-    "dense": lambda: (dense_graph(7).edge_index, 7),
-    "irregular": lambda: (irregular_graph(9, seed=1), 9),
-    "sparse_no_self_some": lambda: (irregular_graph(8, seed=4, p=0.2, self_loops=False), 8),
-}
 
 
 # ----------------------------------------------------------------------------- attention and one layer
@@ -84,23 +76,6 @@ def test_fused_layer_gradients_equal_message_passing():
 
 
 # ----------------------------------------------------------------------------- whole heads
-def _head(graph: str, over: str = "target", dynamic: bool = True, seed: int = 0) -> SDFLHead:
-    torch.manual_seed(seed)
-    edge_index, n = GRAPHS[graph]()
-    head = SDFLHead(16, (3, 3), n, edge_index, dynamic=dynamic, softmax_over=over, hidden=8, num_blocks=2,
-                    map_hidden=12, nodes_per_point=2)
-    with torch.no_grad():  # non-trivial BN statistics and an output layer that is not near zero
-        for m in head.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_()
-                m.bias.normal_()
-        head.output_conv.lin_self.weight.normal_()
-        head.output_conv.lin_nb.weight.normal_()
-    return head
-
-
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 @pytest.mark.parametrize("over,dynamic", [("target", True), ("source", True), ("target", False)])
 def test_fused_head_equals_pyg_head_with_intermediates(graph, over, dynamic):
@@ -136,8 +111,13 @@ def test_fused_head_in_training_mode_matches_batch_statistics_and_gradients():
         assert (p.grad - g).norm() <= 1e-4 * g.norm() + floor, name
 
 
-def test_fused_head_under_bf16_autocast_stays_within_the_stated_bound():
-    head = _head("mined_like_k3").eval()
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fused_head_under_bf16_autocast_stays_within_the_stated_bound(seed):
+    # in eval mode without autograd the fused path folds BatchNorm into the layers
+    # (pyg_sdfl.nn.folded_graph_stack), so under bf16 it rounds at other places than the PyG path:
+    # both are held to the same bound against fp32, which scales with the outputs (this random
+    # head's reach is +-7 to +-15, where bf16's own resolution is 0.03-0.06): a relative bound
+    head = _head("mined_like_k3", seed=seed).eval()
     features = torch.randn(8, 16, 3, 3)
     with torch.no_grad():
         fp32 = head(features)
@@ -145,9 +125,9 @@ def test_fused_head_under_bf16_autocast_stays_within_the_stated_bound():
             ref = head(features).float()
             head.set_graph_backend("fused")
             out = head(features).float()
-    assert (out - ref).abs().max() <= BF16_ATOL
-    # against fp32 the bf16 rounding scales with the outputs (this random head's reach +-11): a relative bound
-    assert (out - fp32).abs().max() <= BF16_ATOL * fp32.abs().max()
+    bound = BF16_ATOL * fp32.abs().max()
+    assert (ref - fp32).abs().max() <= bound
+    assert (out - fp32).abs().max() <= bound
 
 
 def test_unknown_backend_is_an_error_naming_the_choices():
