@@ -14,8 +14,9 @@ CPU), one row per way of running it:
 * ``torch / pyg / fp32`` -- the SDFL heads on PyG message passing, the reference path
   (``use_graph_backend(model, "pyg")``): what the fused graph path buys;
 * ``onnx / fused / fp32`` -- ONNX Runtime on the model exported in memory (``backend="onnx"``);
-* ``onnx / fused / int8`` -- only with ``--int8``: ONNX Runtime dynamic quantisation
-  (``quantize_dynamic``, weights QInt8, activations quantised at run time) of the same export.
+* ``onnx / fused / int8`` -- only with ``--int8`` (needs ``--root``): the static-int8 export
+  (:mod:`pyg_sdfl.engine.onnx_quantize`, ``pyg-sdfl export --onnx --int8``: convolutions int8 per
+  channel in ONNX Runtime's QDQ format, ranges calibrated on 64 training faces under ``--root``).
 
 Each row at batch 1 and at batch ``--batch`` (32), in ms per face:
 
@@ -107,7 +108,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32, help="the large batch (one batch of the first faces)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--int8", action="store_true", help="also an ONNX Runtime dynamic-int8 row per model")
+    p.add_argument("--int8", action="store_true", help="also a static-int8 ONNX Runtime row per model (calibrated on training faces under --root)")
     return p.parse_args(argv)
 
 
@@ -144,27 +145,21 @@ class Row:
         return f"{self.model} | {self.backend} | {self.graph} | {self.precision}"
 
 
-def int8_landmarker(spec: str, workdir: Path) -> Landmarker:
-    """The model exported to ONNX, dynamically quantised by ONNX Runtime (weights QInt8), as a Landmarker."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+def int8_landmarker(spec: str, workdir: Path, root: str) -> Landmarker:
+    """The model's static-int8 ONNX export (:mod:`pyg_sdfl.engine.onnx_quantize`: convolutions int8,
+    ranges calibrated on 64 training faces under ``root``), as a Landmarker."""
     from pyg_sdfl.engine.checkpoint import load_model
-    from pyg_sdfl.engine.onnx_export import onnx_model_bytes
+    from pyg_sdfl.engine.onnx_quantize import export_onnx_int8
     from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
 
     loaded = load_model(model_file(spec), backend="torch")
-    proto = onnx.load_from_string(onnx_model_bytes(loaded))
-    del proto.graph.value_info[:]  # the exporter's stored shapes trip the quantiser's shape inference
-    fp32, int8 = workdir / "fp32.onnx", workdir / f"{Path(spec).stem}_int8.onnx"
-    onnx.save(proto, str(fp32))
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    runtime = OnnxLandmarkModel(int8, name=f"{spec} (ONNX, dynamic int8)")
+    path = export_onnx_int8(loaded, workdir / f"{Path(spec).stem}_int8.onnx", root)
+    runtime = OnnxLandmarkModel(path, name=f"{spec} (ONNX, static int8)")
     return Landmarker(runtime, loaded.scheme, loaded.image_size, loaded.crop_scale, device="cpu", detector="haar",
                       meta=loaded.meta, precision="fp32")
 
 
-def model_rows(spec: str, int8: bool, workdir: Path) -> List[Row]:
+def model_rows(spec: str, int8: bool, workdir: Path, root: Optional[str] = None) -> List[Row]:
     """The matrix rows of one model: torch fused fp32 / bf16, torch PyG fp32 (SDFL heads only), ONNX fp32 (+ int8).
     A model without an SDFL head has one graph path, labelled ``--``."""
     reference = load_landmarker(spec, "torch", "fp32")
@@ -175,7 +170,7 @@ def model_rows(spec: str, int8: bool, workdir: Path) -> List[Row]:
         rows.append(Row(spec, "torch", "pyg", "fp32", reference))
     rows.append(Row(spec, "onnx", fused, "fp32", load_landmarker(spec, "onnx", "fp32")))
     if int8:
-        rows.append(Row(spec, "onnx", fused, "int8", int8_landmarker(spec, workdir)))
+        rows.append(Row(spec, "onnx", fused, "int8", int8_landmarker(spec, workdir, root)))
     return rows
 
 
@@ -620,6 +615,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)  # before the ONNX sessions: they take torch's thread count
     cv2.setNumThreads(1)
     specs = args.models or available_pretrained()
+    if args.int8 and not args.root:
+        raise SystemExit("--int8 needs --root: the int8 ranges are calibrated on that dataset's training faces")
     if not specs:
         raise SystemExit("no shipped model in this installation: name model files with --models")
     count = max(args.faces, args.batch)
@@ -630,7 +627,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise SystemExit(f"need {count} faces, found {len(samples)}")
         landmarks = np.stack([s.landmarks for s in samples])
         faces = Faces([s.load_image() for s in samples], landmarks, landmark_box(landmarks))
-        rows = [row for spec in specs for row in model_rows(spec, args.int8, Path(tmp))]
+        rows = [row for spec in specs for row in model_rows(spec, args.int8, Path(tmp), args.root)]
         reference = {r.model: r.lm for r in rows if r.backend == "torch" and r.graph != "pyg" and r.precision == "fp32"}
         fl = {spec: flops(reference[spec]) for spec in specs}
         with torch.inference_mode():

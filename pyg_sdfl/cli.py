@@ -8,6 +8,7 @@
     pyg-sdfl video IN.mp4 [--out OUT.mp4] [--jsonl FILE] [--detector NAME] [--passes K]
     pyg-sdfl export --checkpoint RUN/best.ckpt [--out FILE]         the compact fp16 weights file
     pyg-sdfl export --onnx [--checkpoint FILE | --model 300w-fast] [--out FILE.onnx]   an ONNX file with metadata
+    pyg-sdfl export --onnx --int8 --calibration-root ../shared/data/300w --model 300w   its static-int8 model
     pyg-sdfl fit-box-mapping --root DIR [--detector NAME]            detection -> landmark square
 
 Errors print one line on stderr and exit with code 2. ``predict`` processes every image even when
@@ -66,6 +67,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                "crop_scale": float(cfg.dataset.crop_scale), "image_size": int(cfg.dataset.image_size),
                "precision": str(cfg.train.precision), "normalisation": str(cfg.evaluate.normalisation),
                "flip_test": bool(args.flip_test), "metrics": result["metrics"]}
+    if "quantization" in loaded.meta:  # an int8 ONNX export: fp32 interface, int8 convolutions
+        payload["quantization"] = loaded.meta["quantization"]
     json.dump(payload, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -160,12 +163,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.model and not args.onnx:  # the fp16 path writes into pyg_sdfl/weights/ by default: never from itself
         raise ValueError("export: --model NAME is for --onnx; the fp16 weights file is made from a training "
                          "checkpoint (--checkpoint RUN/best.ckpt)")
+    if args.int8 and not args.onnx:
+        raise ValueError("export: --int8 quantises an ONNX export; add --onnx")
+    if args.int8 and not args.calibration_root:
+        raise ValueError("export: --int8 needs --calibration-root DIR, the dataset whose training faces set the int8 "
+                         "ranges (e.g. ../shared/data/300w)")
     source = Path(args.checkpoint) if args.checkpoint else pretrained_path(args.model)
     if args.onnx:
         from pyg_sdfl.engine.onnx_export import export_onnx
+        from pyg_sdfl.engine.onnx_quantize import export_onnx_int8
 
-        out = Path(args.out) if args.out else Path(source.with_suffix(".onnx").name)
-        written = export_onnx(source, out, opset=args.opset)
+        default = source.with_suffix("").name + ("_int8.onnx" if args.int8 else ".onnx")
+        out = Path(args.out) if args.out else Path(default)
+        if args.int8:
+            written = export_onnx_int8(source, out, args.calibration_root, args.calibration_faces, opset=args.opset)
+        else:
+            written = export_onnx(source, out, opset=args.opset)
         print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2), "opset": args.opset}))
         return 0
     from pyg_sdfl.engine.export import export_pretrained
@@ -524,6 +537,13 @@ def _parser() -> argparse.ArgumentParser:
                           "crop and provenance in its metadata; checked against torch with ONNX Runtime before it is "
                           "kept); needs the [onnx] extra")
     exp.add_argument("--opset", type=int, default=18, help="with --onnx: the ONNX opset (default 18)")
+    exp.add_argument("--int8", action="store_true",
+                     help="with --onnx: write the static-int8 model (convolutions int8, ranges calibrated on training "
+                          "faces of the model's dataset under --calibration-root; docs/predict.md)")
+    exp.add_argument("--calibration-root", default=None,
+                     help="with --int8: the dataset root whose training split calibrates the int8 ranges")
+    exp.add_argument("--calibration-faces", type=int, default=64,
+                     help="with --int8: how many training faces calibrate the ranges (default 64)")
     exp.add_argument("--out", default=None,
                      help="output file (default: the package's pyg_sdfl/weights/sdfl_300w.pt; with --onnx: "
                           "<source name>.onnx in the current folder)")

@@ -46,7 +46,8 @@ from pyg_sdfl.engine.checkpoint import LoadedModel, load_model
 from pyg_sdfl.engine.export import model_config
 from pyg_sdfl.nn.heads import use_graph_backend
 
-__all__ = ["ONNX_OPSET", "PARITY_ATOL_PX", "METADATA_PREFIX", "export_onnx", "first_error_line", "onnx_model_bytes"]
+__all__ = ["ONNX_OPSET", "PARITY_ATOL_PX", "METADATA_PREFIX", "export_onnx", "first_error_line", "onnx_model_bytes",
+           "require_onnx", "check_parity"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ METADATA_PREFIX = "pyg_sdfl."
 FORMAT = "1"
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
+    """An ``ImportError`` naming the ``[onnx]`` extra unless ``onnx`` and ``onnxscript`` are installed."""
     missing = [name for name in ("onnx", "onnxscript") if _find(name) is None]
     if missing:
         raise ImportError(
@@ -134,7 +136,7 @@ def _metadata(loaded: LoadedModel, opset: int) -> Dict[str, str]:
 def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
     """The serialised ONNX model (with its metadata) of a loaded torch model; the model is moved
     to the CPU in fp32 with its SDFL heads on the fused path. Takes a few seconds."""
-    _require_onnx()
+    require_onnx()
     import onnx
 
     if loaded.backend != "torch":
@@ -168,7 +170,7 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
     return buffer.getvalue()
 
 
-def _check_parity(data: bytes, loaded: LoadedModel, atol_px: float) -> float:
+def check_parity(data: bytes, loaded: LoadedModel, atol_px: float) -> float:
     """Largest |ORT - torch| in pixels on random crops at batch 1 and 3 (ValueError above ``atol_px``)."""
     from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
 
@@ -203,7 +205,7 @@ def export_onnx(
         if _find("onnxruntime") is None:
             log.warning("onnxruntime is not installed: the ONNX file is written without the parity check")
         else:
-            worst = _check_parity(data, loaded, atol_px)
+            worst = check_parity(data, loaded, atol_px)
             log.info("ONNX Runtime vs torch on random crops: max |difference| %.2g px", worst)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

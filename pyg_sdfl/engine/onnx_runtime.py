@@ -144,6 +144,7 @@ def load_onnx_model(path: Union[str, os.PathLike], threads: Optional[int] = None
         scheme = get_scheme(md["scheme"])
         box_mapping = json.loads(md.get("box_mapping", "null"))
         meta = json.loads(md.get("meta", "{}"))
+        quantization = json.loads(md.get("quantization", "null"))  # an int8 export (onnx_quantize) says how
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: unreadable pyg_sdfl metadata ({first_error_line(err)})") from None
     if scheme.num_points != runtime.num_points or int(config.dataset.image_size) != runtime.image_size:
@@ -152,5 +153,7 @@ def load_onnx_model(path: Union[str, os.PathLike], threads: Optional[int] = None
                               f"points, {runtime.image_size} px)")
     meta = dict(meta)
     meta.setdefault("onnx_file", path.name)
+    if quantization is not None:
+        meta["quantization"] = quantization
     return LoadedModel(model=runtime, graph=graph, scheme=scheme, config=config, path=path, kind="onnx", backend="onnx",
                        epoch=meta.get("source_epoch"), box_mapping=box_mapping, meta=meta)
