@@ -47,7 +47,7 @@ from pyg_sdfl.engine.export import model_config
 from pyg_sdfl.nn.heads import use_graph_backend
 
 __all__ = ["ONNX_OPSET", "PARITY_ATOL_PX", "METADATA_PREFIX", "export_onnx", "first_error_line", "onnx_model_bytes",
-           "require_onnx", "check_parity"]
+           "require_onnx", "check_parity", "write_model_file"]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,12 @@ def export_onnx(
         else:
             worst = check_parity(data, loaded, atol_px)
             log.info("ONNX Runtime vs torch on random crops: max |difference| %.2g px", worst)
+    return write_model_file(data, out)
+
+
+def write_model_file(data: bytes, out: Union[str, os.PathLike]) -> Path:
+    """Write ``data`` to ``out`` through a temporary file in its folder and a rename (a crash leaves no
+    half-written model), readable by all (0644); returns ``out``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

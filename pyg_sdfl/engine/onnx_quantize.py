@@ -37,13 +37,14 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from pyg_sdfl.engine.checkpoint import LoadedModel, load_model
-from pyg_sdfl.engine.onnx_export import METADATA_PREFIX, ONNX_OPSET, PARITY_ATOL_PX, check_parity, onnx_model_bytes, require_onnx
+from pyg_sdfl.engine.onnx_export import (METADATA_PREFIX, ONNX_OPSET, PARITY_ATOL_PX, check_parity, onnx_model_bytes,
+                                         require_onnx, write_model_file)
 
 __all__ = ["CALIBRATION_FACES", "calibration_crops", "quantize_onnx", "export_onnx_int8"]
 
 log = logging.getLogger(__name__)
 
-#: training faces whose activations set the int8 ranges (64: the ranges change by < 1% from 32 to 128)
+#: training faces whose activations set the int8 ranges by default
 CALIBRATION_FACES = 64
 
 
@@ -143,11 +144,4 @@ def export_onnx_int8(
             "calibration_root": str(calibration_root)}
     fp32 = onnx_model_bytes(loaded, opset)
     check_parity(fp32, loaded, PARITY_ATOL_PX)  # the fp32 export reproduces torch before it is quantised
-    data = quantize_onnx(fp32, crops, note)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
-    out.chmod(0o644)
-    return out
+    return write_model_file(quantize_onnx(fp32, crops, note), out)
