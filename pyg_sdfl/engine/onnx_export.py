@@ -147,6 +147,12 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
     example = torch.zeros(2, 3, s, s)
     batch = torch.export.Dim("batch", min=1, max=65536)
     buffer = io.BytesIO()
+    # the exporter's passes log at INFO every node they remove and every constant they leave to ONNX
+    # Runtime (the folded graph layers' weight products, folded when a session loads): warnings only
+    quiet = {name: logging.getLogger(name) for name in ("onnxscript", "onnx_ir")}
+    levels = {name: log_.level for name, log_ in quiet.items()}
+    for log_ in quiet.values():
+        log_.setLevel(max(log_.level, logging.WARNING))
     with torch.no_grad():
         model(example)  # an eager pass first: the heads build their cached tables outside the trace
         try:
@@ -155,6 +161,9 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
                                         dynamic_shapes={"images": {0: batch}}, verbose=False)
         except Exception as err:  # the exporter's own error types, pages long: one line and the cause
             raise RuntimeError(f"ONNX export of {loaded.path} failed: {first_error_line(err)}") from err
+        finally:
+            for name, log_ in quiet.items():
+                log_.setLevel(levels[name])
     proto = program.model_proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), int(opset))  # what was written
     for key, value in _metadata(loaded, int(opset)).items():
