@@ -163,6 +163,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.model and not args.onnx:  # the fp16 path writes into pyg_sdfl/weights/ by default: never from itself
         raise ValueError("export: --model NAME is for --onnx; the fp16 weights file is made from a training "
                          "checkpoint (--checkpoint RUN/best.ckpt)")
+    if not args.int8 and (args.calibration_root or args.calibration_faces is not None):
+        raise ValueError("export: --calibration-root and --calibration-faces are for --int8")
     if args.int8 and not args.onnx:
         raise ValueError("export: --int8 quantises an ONNX export; add --onnx")
     if args.int8 and not args.calibration_root:
@@ -171,12 +173,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.checkpoint) if args.checkpoint else pretrained_path(args.model)
     if args.onnx:
         from pyg_sdfl.engine.onnx_export import export_onnx
-        from pyg_sdfl.engine.onnx_quantize import export_onnx_int8
+        from pyg_sdfl.engine.onnx_quantize import CALIBRATION_FACES, export_onnx_int8
 
         default = source.with_suffix("").name + ("_int8.onnx" if args.int8 else ".onnx")
         out = Path(args.out) if args.out else Path(default)
         if args.int8:
-            written = export_onnx_int8(source, out, args.calibration_root, args.calibration_faces, opset=args.opset)
+            count = CALIBRATION_FACES if args.calibration_faces is None else args.calibration_faces
+            written = export_onnx_int8(source, out, args.calibration_root, count, opset=args.opset)
         else:
             written = export_onnx(source, out, opset=args.opset)
         print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2), "opset": args.opset}))
@@ -542,7 +545,7 @@ def _parser() -> argparse.ArgumentParser:
                           "faces of the model's dataset under --calibration-root; docs/predict.md)")
     exp.add_argument("--calibration-root", default=None,
                      help="with --int8: the dataset root whose training split calibrates the int8 ranges")
-    exp.add_argument("--calibration-faces", type=int, default=64,
+    exp.add_argument("--calibration-faces", type=int, default=None,
                      help="with --int8: how many training faces calibrate the ranges (default 64)")
     exp.add_argument("--out", default=None,
                      help="output file (default: the package's pyg_sdfl/weights/sdfl_300w.pt; with --onnx: "

@@ -5,8 +5,10 @@
 
 The network is exported with ``torch.onnx.export(dynamo=True)`` (opset :data:`ONNX_OPSET`) from
 the model as :func:`~pyg_sdfl.engine.checkpoint.load_model` rebuilds it, with the SDFL head on its
-fused path (:mod:`pyg_sdfl.nn.fused_graph_stack`): a gather over the fixed graph's neighbour
-table, so the ONNX graph has no scatter, only Conv, MatMul, Gather, Softmax and elementwise nodes.
+fused path in inference (:mod:`pyg_sdfl.nn.folded_graph_stack`: BatchNorm folded into the graph
+layers, one dense attention matrix per face), so the ONNX graph has no scatter and no
+BatchNormalization: Conv, MatMul, Softmax, one GatherND (the edge logits into the neighbour table)
+and elementwise nodes, plus the fold's products of constants, which ONNX Runtime folds at load.
 
 Graph: input ``images`` ``(B, 3, S, S)`` float32 (ImageNet-normalised crops, ``B`` dynamic) ->
 output ``landmarks`` ``(B, N, 2)`` float32, crop pixels (0-based pixel centres).
@@ -148,22 +150,23 @@ def onnx_model_bytes(loaded: LoadedModel, opset: int = ONNX_OPSET) -> bytes:
     batch = torch.export.Dim("batch", min=1, max=65536)
     buffer = io.BytesIO()
     # the exporter's passes log at INFO every node they remove and every constant they leave to ONNX
-    # Runtime (the folded graph layers' weight products, folded when a session loads): warnings only
-    quiet = {name: logging.getLogger(name) for name in ("onnxscript", "onnx_ir")}
-    levels = {name: log_.level for name, log_ in quiet.items()}
-    for log_ in quiet.values():
-        log_.setLevel(max(log_.level, logging.WARNING))
-    with torch.no_grad():
-        model(example)  # an eager pass first: the heads build their cached tables outside the trace
-        try:
-            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=int(opset),
-                                        input_names=["images"], output_names=["landmarks"],
-                                        dynamic_shapes={"images": {0: batch}}, verbose=False)
-        except Exception as err:  # the exporter's own error types, pages long: one line and the cause
-            raise RuntimeError(f"ONNX export of {loaded.path} failed: {first_error_line(err)}") from err
-        finally:
-            for name, log_ in quiet.items():
-                log_.setLevel(levels[name])
+    # Runtime (the folded graph layers' weight products, folded when a session loads): warnings only,
+    # unless the caller set these loggers' levels
+    quiet = [log_ for log_ in map(logging.getLogger, ("onnxscript", "onnx_ir")) if log_.level == logging.NOTSET]
+    try:
+        for log_ in quiet:
+            log_.setLevel(logging.WARNING)
+        with torch.no_grad():
+            model(example)  # an eager pass first: the heads build their cached tables outside the trace
+            try:
+                program = torch.onnx.export(model, (example,), dynamo=True, opset_version=int(opset),
+                                            input_names=["images"], output_names=["landmarks"],
+                                            dynamic_shapes={"images": {0: batch}}, verbose=False)
+            except Exception as err:  # the exporter's own error types, pages long: one line and the cause
+                raise RuntimeError(f"ONNX export of {loaded.path} failed: {first_error_line(err)}") from err
+    finally:
+        for log_ in quiet:
+            log_.setLevel(logging.NOTSET)
     proto = program.model_proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), int(opset))  # what was written
     for key, value in _metadata(loaded, int(opset)).items():

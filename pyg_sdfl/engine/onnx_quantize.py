@@ -6,7 +6,7 @@
 The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Runtime's
 ``quantize_static`` in the QDQ format:
 
-* **what:** the convolutions (backbone and map-to-node, 93% of the accurate model's FLOPs): weights
+* **what:** the convolutions (backbone and map-to-node, about 97% of the accurate model's FLOPs): weights
   int8 per output channel, their inputs uint8 per tensor. The graph head's MatMuls, the softmax
   and the output stay fp32 (a few percent of the FLOPs; the coordinates keep their resolution).
   ONNX Runtime runs each quantised convolution as ``QLinearConv``, with int8 dot-product
@@ -21,9 +21,14 @@ The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Run
   calibration faces, and the largest and mean landmark difference from the fp32 export on them, in
   crop pixels.
 
-Measured on the shipped 300-W model (2-core AMD EPYC VM with avx512_vnni, ``benchmarks/speed.py
+Measured on the shipped models (2-core AMD EPYC VM with avx512_vnni, ``benchmarks/speed.py
 --int8``): see the README's speed table. int8 is an export option, not a default: it changes
-the numbers slightly, and on the small ``300w-fast`` model it is not faster than fp32.
+the numbers slightly, and the small ``300w-fast`` model gains little from it (2.4 against 2.7 ms
+at batch 1). Accuracy and speed were measured on CPUs with int8 dot products only; without them
+(no ``avx512_vnni``, ``avx_vnni`` or ``amx_int8``) ONNX Runtime's u8s8 kernels can saturate and
+lose accuracy (its documentation suggests ``reduce_range`` there): check a file with ``pyg-sdfl
+evaluate --checkpoint FILE.onnx`` on the machine that will run it. A mean landmark change above
+:data:`WARN_MEAN_PX` on the calibration faces is logged as a warning.
 """
 from __future__ import annotations
 
@@ -35,17 +40,20 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
+import torch
 
 from pyg_sdfl.engine.checkpoint import LoadedModel, load_model
 from pyg_sdfl.engine.onnx_export import (METADATA_PREFIX, ONNX_OPSET, PARITY_ATOL_PX, check_parity, onnx_model_bytes,
                                          require_onnx, write_model_file)
 
-__all__ = ["CALIBRATION_FACES", "calibration_crops", "quantize_onnx", "export_onnx_int8"]
+__all__ = ["CALIBRATION_FACES", "WARN_MEAN_PX", "calibration_crops", "quantize_onnx", "export_onnx_int8"]
 
 log = logging.getLogger(__name__)
 
 #: training faces whose activations set the int8 ranges by default
 CALIBRATION_FACES = 64
+#: mean |int8 - fp32| on the calibration crops (crop pixels) above which the export warns (measured: 0.11-0.17)
+WARN_MEAN_PX = 0.5
 
 
 def calibration_crops(loaded: LoadedModel, root: Union[str, os.PathLike], count: int = CALIBRATION_FACES,
@@ -59,7 +67,8 @@ def calibration_crops(loaded: LoadedModel, root: Union[str, os.PathLike], count:
     name = str(loaded.config.dataset.name)
     samples = load_dataset(name, root, split)
     if not samples:
-        raise ValueError(f"no {split} faces of {name!r} under {root}: calibration needs the model's training data")
+        raise ValueError(f"no {split} faces of {name!r} under {root}: the int8 calibration needs the dataset the "
+                         "model was trained on (--calibration-root)")
     picks = np.unique(np.linspace(0, len(samples) - 1, min(int(count), len(samples))).round().astype(int))
     dataset = LandmarkDataset([samples[i] for i in picks], loaded.scheme, loaded.image_size, loaded.crop_scale,
                               augment=None)
@@ -70,7 +79,7 @@ def _session(data: bytes) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
@@ -125,6 +134,10 @@ def quantize_onnx(data: bytes, calibration: np.ndarray, note: Optional[Dict[str,
     proto.metadata_props.add(key=METADATA_PREFIX + "quantization", value=json.dumps(quantisation))
     log.info("int8 vs fp32 on the %d calibration crops: max %.3g px, mean %.3g px", len(calibration),
              diff.max(), diff.mean())
+    if diff.mean() > WARN_MEAN_PX:
+        log.warning("int8 moves the landmarks by %.2f px on average on the calibration crops (more than %.1f px): "
+                    "check its accuracy with `pyg-sdfl evaluate --checkpoint FILE.onnx` before using it",
+                    diff.mean(), WARN_MEAN_PX)
     return proto.SerializeToString()
 
 
@@ -139,6 +152,8 @@ def export_onnx_int8(
     :func:`~pyg_sdfl.engine.onnx_export.export_onnx` does) and write its static-int8 model, calibrated on ``count`` training faces of its
     dataset under ``calibration_root``, to ``out``. Returns ``out``."""
     loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    if loaded.backend != "torch":
+        raise ValueError(f"{loaded.path} is already an ONNX model: quantise its torch checkpoint or weights file instead")
     crops = calibration_crops(loaded, calibration_root, count)
     note = {"calibration_split": "train", "calibration_dataset": str(loaded.config.dataset.name),
             "calibration_root": str(calibration_root)}

@@ -93,14 +93,26 @@ def test_cli_int8_needs_onnx_and_a_calibration_root(tiny_ckpt):
     assert no_onnx.returncode == 2 and "--int8 quantises an ONNX export; add --onnx" in no_onnx.stderr
     no_root = export("--onnx", "--int8")
     assert no_root.returncode == 2 and "--int8 needs --calibration-root DIR" in no_root.stderr
-    assert "Traceback" not in no_onnx.stderr + no_root.stderr
+    no_int8 = export("--onnx", "--calibration-root", "somewhere")
+    assert no_int8.returncode == 2 and "--calibration-root and --calibration-faces are for --int8" in no_int8.stderr
+    assert "Traceback" not in no_onnx.stderr + no_root.stderr + no_int8.stderr
+
+
+def test_an_onnx_file_is_not_quantised_again(tiny_onnx, tmp_path):
+    with pytest.raises(ValueError, match="already an ONNX model"):
+        export_onnx_int8(tiny_onnx, tmp_path / "again.onnx", tmp_path)
 
 
 @pytest.mark.skipif(not pretrained_path("300w").is_file(), reason="the shipped 300-W weights are absent")
 def test_calibration_faces_come_from_the_training_split_spread_evenly(w300_root):
     loaded = load_model(pretrained_path("300w"))
+    from pyg_sdfl.data import LandmarkDataset, load_dataset
+
     crops = calibration_crops(loaded, w300_root, count=5)
     assert crops.shape == (5, 3, loaded.image_size, loaded.image_size) and crops.dtype == np.float32
-    assert len({float(c.sum()) for c in crops}) == 5  # five different faces
+    train = load_dataset("300w", w300_root, "train")
+    picks = [train[i] for i in np.linspace(0, len(train) - 1, 5).round().astype(int)]  # first to last, evenly
+    expected = LandmarkDataset(picks, loaded.scheme, loaded.image_size, loaded.crop_scale)
+    np.testing.assert_array_equal(crops, np.stack([expected[i]["image"].numpy() for i in range(5)]))
     with pytest.raises(ValueError, match="at least one face"):
         calibration_crops(loaded, w300_root, count=0)

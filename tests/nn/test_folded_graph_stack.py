@@ -104,7 +104,8 @@ def test_snapshot_follows_every_change_of_the_weights():
     other = sdfl_head_with_statistics("mined_like_k3", seed=5).eval()
     features = torch.randn(3, 16, 3, 3)
     first = _inference(head, features)
-    assert _inference(head, features) is not first and head._fold_cache["stack"] is head.folded_stack()
+    stack = head.folded_stack()
+    assert head.folded_stack() is stack  # nothing changed: the snapshot is reused
     with torch.no_grad():  # an in-place step, as an optimiser makes
         head.blocks[0].block1.conv.lin_self.weight.add_(0.5)
         head.blocks[1].block2.norm.running_var.mul_(3.0)
@@ -142,3 +143,49 @@ def test_a_snapshot_made_in_inference_mode_serves_autograd_later():
     assert x.grad is not None
     with torch.no_grad():
         torch.testing.assert_close(head(features), ref, **TOL)
+
+
+def test_snapshot_follows_functional_call_and_data_writes_after_eval():
+    head = sdfl_head_with_statistics("irregular").eval().set_graph_backend("fused")
+    other = sdfl_head_with_statistics("irregular", seed=3).eval()
+    features = torch.randn(3, 16, 3, 3)
+    own, others = _inference(head, features), _inference(other, features)
+    with torch.no_grad():
+        borrowed = torch.func.functional_call(head, {**dict(other.named_parameters()), **dict(other.named_buffers())},
+                                              (features,))
+    torch.testing.assert_close(borrowed, others, **TOL)
+    torch.testing.assert_close(_inference(head, features), own, **TOL)  # its own weights again
+    # .data writes bump no version (as EMA code does them); eval() drops the snapshot
+    for p, q in zip(head.parameters(), other.parameters()):
+        p.data.copy_(q.data)
+    for p, q in zip(head.buffers(), other.buffers()):
+        p.data.copy_(q.data)
+    torch.testing.assert_close(_inference(head.eval(), features), others, **TOL)
+
+
+def test_a_model_made_in_inference_mode_folds_at_every_call():
+    with torch.inference_mode():
+        head = sdfl_head_with_statistics("mined_like_k3").eval().set_graph_backend("fused")
+        features = torch.randn(2, 16, 3, 3)
+        out = head(features)  # inference tensors have no version counter: no snapshot, no error
+        ref = head.set_graph_backend("pyg")(features)
+    torch.testing.assert_close(out, ref, **TOL)
+    assert "stack" not in head._fold_cache
+
+
+def test_a_batch_norm_in_training_mode_inside_an_eval_head_is_not_folded():
+    head = sdfl_head_with_statistics("dense").eval().set_graph_backend("fused")
+    head.blocks[0].block1.norm.train()  # e.g. test-time adaptation of one layer
+    assert head.folded_stack() is None
+    features = torch.randn(6, 16, 3, 3)
+    out = _inference(head, features)  # batch statistics in that layer
+    torch.testing.assert_close(out, _inference(head.set_graph_backend("pyg"), features), **TOL)
+
+
+def test_under_bf16_autocast_the_coordinates_keep_fp32_resolution():
+    head = sdfl_head_with_statistics("mined_like_k3").eval().set_graph_backend("fused")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(torch.randn(8, 16, 3, 3))
+    assert out.dtype == torch.float32
+    # the output layer sums in fp32: most coordinates are not on bf16's grid
+    assert (out != out.bfloat16().float()).float().mean() > 0.5
