@@ -45,6 +45,7 @@ import torch
 from pyg_sdfl.engine.checkpoint import LoadedModel, load_model
 from pyg_sdfl.engine.onnx_export import (METADATA_PREFIX, ONNX_OPSET, PARITY_ATOL_PX, check_parity, onnx_model_bytes,
                                          require_onnx, write_model_file)
+from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
 
 __all__ = ["CALIBRATION_FACES", "WARN_MEAN_PX", "calibration_crops", "quantize_onnx", "export_onnx_int8"]
 
@@ -73,19 +74,6 @@ def calibration_crops(loaded: LoadedModel, root: Union[str, os.PathLike], count:
     dataset = LandmarkDataset([samples[i] for i in picks], loaded.scheme, loaded.image_size, loaded.crop_scale,
                               augment=None)
     return np.stack([dataset[i]["image"].numpy() for i in range(len(dataset))]).astype(np.float32)
-
-
-def _session(data: bytes) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def _run(session: Any, crops: np.ndarray, batch: int = 16) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: crops[i:i + batch]})[0] for i in range(0, len(crops), batch)])
 
 
 def quantize_onnx(data: bytes, calibration: np.ndarray, note: Optional[Dict[str, Any]] = None) -> bytes:
@@ -118,8 +106,13 @@ def quantize_onnx(data: bytes, calibration: np.ndarray, note: Optional[Dict[str,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["Conv"],
                         calibrate_method=CalibrationMethod.MinMax)
         proto = onnx.load(str(int8))
-    quantised_bytes = proto.SerializeToString()
-    diff = np.abs(_run(_session(quantised_bytes), calibration) - _run(_session(data), calibration))
+    del proto.metadata_props[:]
+    for entry in source.metadata_props:
+        proto.metadata_props.add(key=entry.key, value=entry.value)
+    crops = torch.from_numpy(calibration)
+    with torch.no_grad():
+        diff = (OnnxLandmarkModel(proto.SerializeToString(), name="int8 model")(crops)
+                - OnnxLandmarkModel(data, name="fp32 export")(crops)).abs().numpy()
     quantisation = {
         "method": "onnxruntime quantize_static, QDQ, MinMax calibration",
         "quantised_ops": ["Conv"], "weights": "int8 per output channel", "activations": "uint8 per tensor",
@@ -128,9 +121,6 @@ def quantize_onnx(data: bytes, calibration: np.ndarray, note: Optional[Dict[str,
         "mean_px_difference_to_fp32": round(float(diff.mean()), 4),
         **(note or {}),
     }
-    del proto.metadata_props[:]
-    for entry in source.metadata_props:
-        proto.metadata_props.add(key=entry.key, value=entry.value)
     proto.metadata_props.add(key=METADATA_PREFIX + "quantization", value=json.dumps(quantisation))
     log.info("int8 vs fp32 on the %d calibration crops: max %.3g px, mean %.3g px", len(calibration),
              diff.max(), diff.mean())

@@ -215,12 +215,16 @@ class GraphHead(nn.Module):
 
     # The batched edge_index (per (B, device)) and the neighbour table are cached; drop them whenever
     # the buffer changes.
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+    def _drop_caches(self) -> None:
+        """Forget what was derived from the buffers and weights (a subclass adds its own caches)."""
         self._batcher = self._table = self._table_rows = None
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+        self._drop_caches()
         return super()._apply(fn, *args, **kwargs)
 
     def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[override]
-        self._batcher = self._table = self._table_rows = None
+        self._drop_caches()
         super()._load_from_state_dict(*args, **kwargs)
 
     @property
@@ -407,13 +411,9 @@ class SDFLHead(GraphHead):
         self._fold_cache = {}
         return super().train(mode)
 
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+    def _drop_caches(self) -> None:
+        super()._drop_caches()
         self._fold_cache = {}
-        return super()._apply(fn, *args, **kwargs)
-
-    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[override]
-        self._fold_cache = {}
-        super()._load_from_state_dict(*args, **kwargs)
 
     def attention(self, logits: Tensor, edge_index: Tensor) -> Tensor:
         """Per-face edge logits ``(B, E)`` -> ``alpha (B*E,)`` on the batched ``edge_index (2, B*E)``
