@@ -12,7 +12,8 @@ Measured in one sitting, each number a median over interleaved rounds:
 * **data pipeline**: one augmented 300-W training crop (cached decoded images, the training
   augmentation: rotation, scale, shift, mirror, occluder) from ``LandmarkDataset.__getitem__``, in
   one thread: faces per second per loader worker, and the share of one core a loader worker needs
-  to feed the model step.
+  to feed the model step; and the same crops from an image bank on the CPU (``train.crops=device``,
+  batches of 32), one thread.
 
 So the table says where a run's time goes and which setup to pick. The CPU model and flags are
 recorded (``meta``); bf16 is used where ``avx512_bf16`` or ``amx_bf16`` is listed.
@@ -99,9 +100,12 @@ def processes_throughput(backbone: str, size: int, batch: int, precision: str, p
     return sum(batch / statistics.median(r) for r in results)
 
 
-def data_pipeline(root: str, size: int, faces: int) -> Dict[str, float]:
-    """Augmented crops per second of one loader worker (one thread, cached images)."""
+def data_pipeline(root: str, size: int, faces: int, batch: int = 32) -> Dict[str, float]:
+    """Augmented crops per second, one thread, cached images: from one loader worker
+    (``LandmarkDataset.__getitem__``, OpenCV) and from an image bank on the CPU
+    (``train.crops=device``: :class:`pyg_sdfl.data.device_crops.ImageBank`, ``batch`` faces a call)."""
     from pyg_sdfl.config import compose
+    from pyg_sdfl.data.device_crops import ImageBank
     from pyg_sdfl.engine.builders import build_datasets, load_splits
 
     cfg = compose(["experiment=cpu_300w_160", f"dataset.root={root}", f"dataset.image_size={size}"])
@@ -117,7 +121,16 @@ def data_pipeline(root: str, size: int, faces: int) -> Dict[str, float]:
     for i in range(len(train)):
         train[i]
     per_face = (time.perf_counter() - t0) / len(train)
-    return {"ms_per_face": round(1000 * per_face, 3), "faces_per_s_per_worker": round(1 / per_face, 1)}
+    bank = ImageBank(train, "cpu")
+    order = list(range(len(train)))
+    bank.batch(order[:batch])
+    t0 = time.perf_counter()
+    for start in range(0, len(order) - batch + 1, batch):
+        bank.batch(order[start:start + batch])
+    bank_per_face = (time.perf_counter() - t0) / (len(order) // batch * batch)
+    return {"ms_per_face": round(1000 * per_face, 3), "faces_per_s_per_worker": round(1 / per_face, 1),
+            "bank_cpu_ms_per_face": round(1000 * bank_per_face, 3),
+            "bank_cpu_faces_per_s_per_thread": round(1 / bank_per_face, 1)}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -149,10 +162,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                        "processes, and the data pipeline per loader worker",
                "precision": precision, "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "results": results, "meta": metadata(args.threads)}
-    print(f"| crop | 1 process x {args.threads} threads | {args.threads} processes x 1 thread | data: ms/face/worker |")
-    print("|---:|---:|---:|---:|")
+    print(f"| crop | 1 process x {args.threads} threads | {args.threads} processes x 1 thread | data: ms/face/worker "
+          f"| image bank on the CPU: ms/face/thread |")
+    print("|---:|---:|---:|---:|---:|")
     for s, r in results.items():
-        print(f"| {s} | {r['one_process_faces_per_s']} | {r['processes_faces_per_s']} | {r.get('data', {}).get('ms_per_face', '-')} |")
+        data = r.get("data", {})
+        print(f"| {s} | {r['one_process_faces_per_s']} | {r['processes_faces_per_s']} | {data.get('ms_per_face', '-')} "
+              f"| {data.get('bank_cpu_ms_per_face', '-')} |")
     write_json(args.out, payload)
     return payload
 

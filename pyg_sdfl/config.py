@@ -174,6 +174,7 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.epochs": INT,
     "train.batch_size": INT,
     "train.num_workers": INT,
+    "train.crops": KeyType(str, choices=("loader", "device")),  # pyg_sdfl.engine.training.TRAIN_CROPS
     "train.optimizer.lr": FLOAT,
     "train.optimizer.weight_decay": FLOAT,
     "train.optimizer.momentum": FLOAT,

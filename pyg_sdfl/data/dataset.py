@@ -48,6 +48,7 @@ from pyg_sdfl.data.transforms import (
     denormalise_image,
     normalise_image,
     paint_occlusion,
+    warp_landmarks,
     warp_sample,
 )
 from pyg_sdfl import geometry
@@ -250,6 +251,11 @@ class LandmarkDataset(Dataset):
         """Faces dropped at construction because their image failed the checks."""
         return self._dropped
 
+    def crop_square(self, index: int) -> Tuple[float, float, float]:
+        """Face ``index``'s crop square ``(cx, cy, side)`` in image pixels (``crop_scale`` x its landmark box)."""
+        cx, cy, side = self._boxes[index]
+        return float(cx), float(cy), float(side)
+
     def crop_matrix(self, index: int, params: AugmentParams = _NO_AUGMENT) -> np.ndarray:
         """The ``(2, 3)`` float64 original -> crop matrix of face ``index`` under ``params``."""
         cx, cy, side = self._boxes[index]
@@ -257,6 +263,13 @@ class LandmarkDataset(Dataset):
             (cx, cy), side, self.image_size, rotation_deg=params.rotation_deg, scale=params.scale,
             shift=params.shift, flip=params.flip,
         )
+
+    def crop_landmarks(self, index: int, params: AugmentParams = _NO_AUGMENT) -> np.ndarray:
+        """Face ``index``'s landmarks in its crop under ``params``, float64 ``(N, 2)``: mapped by
+        :meth:`crop_matrix`, permuted and shifted when it mirrors
+        (:func:`~pyg_sdfl.data.transforms.warp_landmarks`)."""
+        return warp_landmarks(self.samples[index].landmarks, self.crop_matrix(index, params), self._flip_perm,
+                              self.annotation_offset_x)
 
     def augment_params(self, index: int, epoch: Optional[int] = None) -> AugmentParams:
         """The augmentation draw of face ``index`` in ``epoch`` (default: the current epoch)."""
@@ -286,7 +299,7 @@ class LandmarkDataset(Dataset):
     def warp(self, index: int, params: AugmentParams = _NO_AUGMENT) -> Tuple[np.ndarray, np.ndarray]:
         """Face ``index`` under one augmentation draw ``params``: ``(crop (S, S, 3) uint8 RGB,
         landmarks (N, 2) float64 crop pixels)``, occluder painted; what ``__getitem__`` normalises."""
-        image = self._load(index)
+        image = self.image(index)
         M = self.crop_matrix(index, params)
         crop, landmarks = warp_sample(image, self.samples[index].landmarks, M, self.image_size, self._flip_perm,
                                       self.annotation_offset_x)
@@ -294,7 +307,9 @@ class LandmarkDataset(Dataset):
             paint_occlusion(crop, params.occlusion_box, params.occlusion_colour)
         return crop, landmarks
 
-    def _load(self, index: int) -> np.ndarray:
+    def image(self, index: int) -> np.ndarray:
+        """Face ``index``'s whole picture, ``(H, W, 3)`` uint8 RGB (the cached copy with ``cache_images``:
+        do not modify it); :class:`~pyg_sdfl.data.sample.ImageLoadError` naming the face if it cannot be read."""
         if self._images is not None:
             return self._images[index]
         sample = self.samples[index]

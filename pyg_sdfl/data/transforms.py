@@ -25,6 +25,7 @@ __all__ = [
     "flip_landmarks",
     "mirrored_label_shift",
     "checked_annotation_offset",
+    "warp_landmarks",
     "warp_sample",
     "sample_occlusion",
     "paint_occlusion",
@@ -84,6 +85,31 @@ def mirrored_label_shift(M: np.ndarray, annotation_offset_x: float) -> np.ndarra
     return -2.0 * float(annotation_offset_x) * np.asarray(M, dtype=np.float64)[:, 0]
 
 
+def warp_landmarks(
+    landmarks: np.ndarray,
+    M: np.ndarray,
+    flip_perm: Optional[Sequence[int]] = None,
+    annotation_offset_x: float = 0.0,
+) -> np.ndarray:
+    """Landmarks ``(N, 2)`` of an image mapped into the crop that ``M`` makes of it, float64 ``(N, 2)``.
+
+    ``p' = M[:, :2] p + M[:, 2]``; if ``M`` mirrors (``det M[:, :2] < 0``) the points are also moved
+    by :func:`mirrored_label_shift` (they keep the annotations' horizontal offset
+    ``annotation_offset_x`` against the content) and their indices permuted with ``flip_perm``,
+    which is then required.
+    """
+    M = check_affine(M)
+    pts = apply_affine(landmarks, M)
+    if np.linalg.det(M[:, :2]) < 0:
+        if flip_perm is None:
+            raise ValueError("the affine matrix mirrors the image: pass the scheme's flip_perm to permute landmarks")
+        perm = np.asarray(flip_perm, dtype=np.int64)
+        if perm.shape != (pts.shape[0],):
+            raise ValueError(f"flip permutation has {perm.size} entries for {pts.shape[0]} landmarks")
+        pts = (pts + mirrored_label_shift(M, annotation_offset_x))[perm]
+    return pts
+
+
 def warp_sample(
     image: np.ndarray,
     landmarks: np.ndarray,
@@ -92,28 +118,16 @@ def warp_sample(
     flip_perm: Optional[Sequence[int]] = None,
     annotation_offset_x: float = 0.0,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Resample ``image`` once with ``M`` (bilinear, black outside) and map ``landmarks`` with it.
+    """Resample ``image`` once with ``M`` (bilinear, black outside) and map ``landmarks`` with it
+    (:func:`warp_landmarks`: mirrored crops permute and shift them).
 
-    Returns ``(crop (S, S, 3) uint8, landmarks (N, 2) float64)``. If ``M`` mirrors
-    (``det M[:, :2] < 0``) the landmark indices are permuted with ``flip_perm``, which is then
-    required, and the landmarks are moved by :func:`mirrored_label_shift` so that they keep the
-    annotations' horizontal offset ``annotation_offset_x`` (image pixels) against the content.
+    Returns ``(crop (S, S, 3) uint8, landmarks (N, 2) float64)``.
     """
-    M = check_affine(M)
-    mirrored = np.linalg.det(M[:, :2]) < 0
-    if mirrored and flip_perm is None:
-        raise ValueError("the affine matrix mirrors the image: pass the scheme's flip_perm to permute landmarks")
+    pts = warp_landmarks(landmarks, M, flip_perm, annotation_offset_x)
     crop = cv2.warpAffine(
-        np.ascontiguousarray(image), M, (int(out_size), int(out_size)), flags=cv2.INTER_LINEAR,
+        np.ascontiguousarray(image), check_affine(M), (int(out_size), int(out_size)), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
     )
-    pts = apply_affine(landmarks, M)
-    if mirrored:
-        pts = pts + mirrored_label_shift(M, annotation_offset_x)
-        perm = np.asarray(flip_perm, dtype=np.int64)
-        if perm.shape != (pts.shape[0],):
-            raise ValueError(f"flip permutation has {perm.size} entries for {pts.shape[0]} landmarks")
-        pts = pts[perm]
     return crop, pts
 
 

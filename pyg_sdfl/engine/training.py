@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from pyg_sdfl.config import validate
 from pyg_sdfl.data.balance import pose_balanced_weights
+from pyg_sdfl.data.device_crops import DeviceCropLoader, ImageBank
 from pyg_sdfl.engine.builders import (
     build_datasets,
     build_graph,
@@ -77,7 +78,10 @@ from pyg_sdfl.nn.heads import GRAPH_BACKENDS, use_graph_backend
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "TrainingDiverged", "train", "seed_everything", "check_compatible"]
+__all__ = ["TRAIN_CROPS", "TrainResult", "TrainingDiverged", "train", "seed_everything", "check_compatible"]
+
+#: ``train.crops``: where training crops are resampled (the DataLoader's OpenCV workers, or the training device)
+TRAIN_CROPS = ("loader", "device")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -167,6 +171,7 @@ def _resolve_resume(setting: Any, run_dir: Path) -> Optional[str]:
 
 #: settings a resumed run may change: where things are, how it logs and runs, and how long it goes on
 RESUMABLE_CHANGES = ("train.resume", "train.epochs", "train.val_every", "train.log_every", "train.num_workers",
+                     "train.crops",
                      "train.eval_untrained", "train.max_val_nme", "train.init_from", "train.init_backbone_from",
                      "threads", "device", "dataset.root", "dataset.train.root", "dataset.test.root", "evaluate.")
 
@@ -201,13 +206,18 @@ def _flat(tree: Any, prefix: str = "") -> Dict[str, Any]:
 
 
 def _make_loader(dataset, cfg: DictConfig, epoch: int, sampler_weights: Optional[np.ndarray],
-                 context: DistributedContext = SINGLE_PROCESS, device_type: str = "cpu") -> DataLoader:
+                 context: DistributedContext = SINGLE_PROCESS, device_type: str = "cpu",
+                 bank: Optional[ImageBank] = None) -> Iterable[Dict[str, Any]]:
     """The epoch's loader: rank ``context.rank``'s slice of each global batch of ``train.batch_size``
-    (:mod:`pyg_sdfl.engine.sampling`; one process: the whole batches, as a shuffling DataLoader draws them)."""
+    (:mod:`pyg_sdfl.engine.sampling`; one process: the whole batches, as a shuffling DataLoader draws them).
+    With ``bank`` (``train.crops=device``) the same batches are resampled on the training device
+    (:class:`~pyg_sdfl.data.device_crops.DeviceCropLoader`), else by a DataLoader's workers."""
     batch_size = int(cfg.train.batch_size)
     order = epoch_order(len(dataset), int(cfg.seed), epoch, sampler_weights)
     batches = GlobalBatchShards(order, batch_size, context.world_size, context.rank,
                                 drop_last=len(dataset) >= batch_size)
+    if bank is not None:
+        return DeviceCropLoader(bank, batches, channels_last=bool(cfg.train.channels_last))
     return DataLoader(
         dataset,
         batch_sampler=batches,
@@ -247,6 +257,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     if main:
         graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
+    bank = _image_bank(datasets["train"], str(cfg.train.crops), device)
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
     _use_graph_backend(model, str(cfg.train.graph_backend))
     # rank 0 decides for all: ranks on other machines may see the folder late
@@ -313,7 +324,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     for epoch in range(state["epoch"], epochs):
         datasets["train"].set_epoch(epoch)
-        loader = _make_loader(datasets["train"], cfg, epoch, weights, context, device.type)
+        loader = _make_loader(datasets["train"], cfg, epoch, weights, context, device.type, bank)
         stats = _train_one_epoch(step_fn, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
                                  context)
         scheduler.step()
@@ -435,6 +446,14 @@ def _describe(state: Optional[Dict[str, Any]]) -> str:
         return "nothing readable"
     best = state.get("best") or {}
     return f"epoch {best.get('epoch')} (val NME {100 * float(best.get('val_nme', math.nan)):.4g}%)"
+
+
+def _image_bank(dataset: Any, crops: str, device: torch.device) -> Optional[ImageBank]:
+    """``train.crops``: ``loader`` (OpenCV in the DataLoader, no bank) or ``device`` (an
+    :class:`~pyg_sdfl.data.device_crops.ImageBank` of the training faces on ``device``)."""
+    if crops not in TRAIN_CROPS:
+        raise ValueError(f"train.crops must be one of {TRAIN_CROPS}; got {crops!r}")
+    return ImageBank(dataset, device) if crops == "device" else None
 
 
 def _use_graph_backend(model: nn.Module, backend: str) -> None:

@@ -287,6 +287,25 @@ def test_resume_and_init_from_read_checkpoints_onto_the_cpu(tmp_path, monkeypatc
     assert seen and set(seen) == {"cpu"}
 
 
+def _train_both_ways(runs: Path, base: list, switch: str, caplog, logger: str, logged: str) -> tuple[float, float]:
+    """Train ``base`` as it is, with ``switch`` (checking that ``logger`` said ``logged``) and at lr 0;
+    returns how far the first run's weights moved from the untrained ones, and how far the switched
+    run's weights are from the first's (max abs over the parameters; BN running statistics left out)."""
+    train(tiny_cfg(*base), runs / "reference")
+    with caplog.at_level("INFO", logger=logger):
+        train(tiny_cfg(*base, switch), runs / "switched")
+    assert logged in caplog.text
+
+    train(tiny_cfg(*base, "train.optimizer.lr=0"), runs / "untrained")
+
+    def weights(run):
+        model = load_checkpoint(runs / run / "last.ckpt")["model"]
+        return {k: v for k, v in model.items() if v.is_floating_point() and "running_" not in k}
+
+    a, b, start = weights("reference"), weights("switched"), weights("untrained")
+    return (max(float((a[k] - start[k]).abs().max()) for k in a), max(float((a[k] - b[k]).abs().max()) for k in a))
+
+
 def test_the_fused_graph_backend_trains_the_same_weights_as_pyg(tmp_path, caplog):
     # the dynamic and the binary SDFL head, 2 epochs x 3 steps, fp32, plain SGD at a small lr (as the DDP
     # test: Adam would scale the ~1e-9 gradient noise of the biases that batch norm cancels up to full steps).
@@ -294,22 +313,12 @@ def test_the_fused_graph_backend_trains_the_same_weights_as_pyg(tmp_path, caplog
     # lr 1e-4 multiplies a weight difference by ~30 per step (measured: 4e-9, 1e-7, 4e-6 after steps 1-3,
     # 1.6e-4 after 6, on an Intel AMX VM): at lr 1e-5 the 6 steps move the weights by ~9e-4 and the paths
     # stay ~8e-8 apart, so the bound is relative to the movement and far from both.
-    def weights(run):
-        model = load_checkpoint(run / "last.ckpt")["model"]
-        return {k: v for k, v in model.items() if v.is_floating_point() and "running_" not in k}
-
     for variant in ("paper", "binary_adjacency"):
         base = ["train.epochs=2", "train.max_steps_per_epoch=3", f"variant={variant}",
                 "train.optimizer._target_=torch.optim.SGD", "train.optimizer.lr=1e-5", "train.eval_untrained=false"]
-        runs = tmp_path / variant
-        train(tiny_cfg(*base), runs / "pyg")
-        with caplog.at_level("INFO", logger="pyg_sdfl.engine.training"):
-            train(tiny_cfg(*base, "train.graph_backend=fused"), runs / "fused")
-        assert "train.graph_backend=fused: 1 SDFL head(s) on the fused path" in caplog.text
-        train(tiny_cfg(*base, "train.optimizer.lr=0"), runs / "untrained")
-        a, b, start = weights(runs / "pyg"), weights(runs / "fused"), weights(runs / "untrained")
-        moved = max(float((a[k] - start[k]).abs().max()) for k in a)
-        apart = max(float((a[k] - b[k]).abs().max()) for k in a)
+        moved, apart = _train_both_ways(tmp_path / variant, base, "train.graph_backend=fused", caplog,
+                                        "pyg_sdfl.engine.training",
+                                        "train.graph_backend=fused: 1 SDFL head(s) on the fused path")
         assert moved > 1e-4, variant  # not a vacuous agreement: the 6 steps moved the weights
         assert apart < 1e-3 * moved, (variant, apart, moved)
 
@@ -324,3 +333,26 @@ def test_an_unknown_graph_backend_is_refused_and_other_heads_are_told(tmp_path, 
         train(tiny_cfg("head=fc", "train.epochs=1", "train.max_steps_per_epoch=1", "train.graph_backend=fused"),
               tmp_path / "fc")
     assert "train.graph_backend=fused has no effect: the model has no SDFL head" in caplog.text
+
+
+def test_device_crops_train_as_the_loader_crops(tmp_path, caplog):
+    # train.crops=device: the same batches, draws and landmarks as the DataLoader path, the pixels
+    # resampled from an image bank (a few grey levels apart where OpenCV rounds). After 2 SGD steps the
+    # two runs' weights are 1.4% of the steps' movement apart; crops a quarter pixel off (a sampler's
+    # classic error) put them 17% apart (measured on the AMD VM), so the bound sits between the two.
+    # A run may switch between the two paths when it resumes.
+    base = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.optimizer._target_=torch.optim.SGD",
+            "train.optimizer.lr=1e-5", "train.eval_untrained=false"]
+    moved, apart = _train_both_ways(tmp_path, base, "train.crops=device", caplog, "pyg_sdfl.data.device_crops",
+                                    "image bank:")
+    assert moved > 1e-4 and apart < 0.05 * moved, (apart, moved)
+    # train.resume=auto refuses a run under another protocol: train.crops is not one
+    resumed = train(tiny_cfg(*base[1:], "train.epochs=2", "train.resume=auto"), tmp_path / "switched")
+    assert resumed.epochs_run == 2
+
+
+def test_an_unknown_crops_setting_is_refused():
+    from pyg_sdfl.config import KEY_TYPES
+    assert KEY_TYPES["train.crops"].choices == training_module.TRAIN_CROPS
+    with pytest.raises(ConfigError, match=r"train.crops.*expected one of loader, device"):
+        train(tiny_cfg("train.epochs=1", "train.crops=gpu"), Path("unused"))
