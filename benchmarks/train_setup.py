@@ -1,6 +1,7 @@
 """The fastest correct CPU training setup on this machine: image size, threads vs processes, data pipeline.
 
     python benchmarks/train_setup.py --root ../shared/data/300w --out results/train_setup_cpu.json
+    python benchmarks/train_setup.py --root ../shared/data/300w --data-only --sizes 128 160 256 --out results/data_pipeline_cpu.json
 
 Measured in one sitting, each number a median over interleaved rounds:
 
@@ -44,8 +45,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--data-faces", type=int, default=200, help="crops timed per size in the data pipeline")
+    p.add_argument("--data-only", action="store_true", help="time the data pipeline alone (needs --root)")
     p.add_argument("--out", default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.data_only and not args.root:
+        p.error("--data-only times the data pipeline on 300-W: give --root")
+    return args
 
 
 def _precision() -> str:
@@ -138,6 +143,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     precision = _precision()
     results: Dict[str, Any] = {}
     for size in args.sizes:
+        if args.data_only:
+            results[str(size)] = {"data": data_pipeline(args.root, size, args.data_faces)}
+            print(f"{size}px: {results[str(size)]}", file=sys.stderr, flush=True)
+            continue
         one, many = [], []
         for r in range(args.rounds):
             times = _timed_steps(args.backbone, size, args.batch_size, precision, args.threads, args.steps, 1 if r else 2, None)
@@ -154,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         results[str(size)] = row
         print(f"{size}px: {row}", file=sys.stderr, flush=True)
     sizes = [str(s) for s in args.sizes]
-    if len(sizes) > 1:
+    if len(sizes) > 1 and not args.data_only:
         base = results[sizes[0]]["one_process_faces_per_s"]
         for s in sizes[1:]:
             results[s]["cost_vs_" + sizes[0]] = round(base / results[s]["one_process_faces_per_s"], 2)
@@ -167,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     print("|---:|---:|---:|---:|---:|")
     for s, r in results.items():
         data = r.get("data", {})
-        print(f"| {s} | {r['one_process_faces_per_s']} | {r['processes_faces_per_s']} | {data.get('ms_per_face', '-')} "
+        print(f"| {s} | {r.get('one_process_faces_per_s', '-')} | {r.get('processes_faces_per_s', '-')} | {data.get('ms_per_face', '-')} "
               f"| {data.get('bank_cpu_ms_per_face', '-')} |")
     write_json(args.out, payload)
     return payload
