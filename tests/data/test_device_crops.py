@@ -17,6 +17,8 @@ AUG = AugmentConfig(rotation=40, translation=30, scale=0.1, flip=0.5, occlusion_
 # OpenCV puts the source point on a 1/32 px grid and rounds its weights to 15 bits; the float path does
 # neither: a few grey levels apart at a sharp edge (255 over one pixel moves 255/64 ~ 4 levels per 1/64 px)
 MAX_LEVELS, MEAN_LEVELS = 4, 0.15
+# the bank on every device here: on a GPU machine the same comparisons run on CUDA too
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _picture(height, width, seed):
@@ -124,11 +126,13 @@ def _to_levels(images):
     return images.permute(0, 2, 3, 1).numpy() * (IMAGENET_STD * 255) + IMAGENET_MEAN * 255
 
 
-def _compare_with_loader(dataset, indices, epochs=(0, 3)):
-    bank = ImageBank(dataset)
+def _compare_with_loader(dataset, indices, epochs=(0, 3), device="cpu"):
+    bank = ImageBank(dataset, device)
     for epoch in epochs:
         dataset.set_epoch(epoch)
         batch = bank.batch(indices)
+        assert batch["image"].device.type == torch.device(device).type
+        batch["image"] = batch["image"].cpu()
         items = [dataset[i] for i in indices]
         assert batch["image"].shape == (len(indices), 3, dataset.image_size, dataset.image_size)
         np.testing.assert_array_equal(batch["landmarks"].numpy(), np.stack([it["landmarks"].numpy() for it in items]))
@@ -141,13 +145,42 @@ def _compare_with_loader(dataset, indices, epochs=(0, 3)):
     return bank
 
 
-def test_a_bank_batch_is_the_datasets_augmented_items():
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_bank_batch_is_the_datasets_augmented_items(device):
     faces = _faces()
     dataset = LandmarkDataset(faces, "300w", image_size=48, augment=AUG, seed=3)
-    _compare_with_loader(dataset, [4, 0, 2, 2, 1, 3])
+    _compare_with_loader(dataset, [4, 0, 2, 2, 1, 3], device=device)
     # the draws of these epochs include mirrored and occluded faces (the comparison covered both)
     draws = [dataset.augment_params(i, e) for i in range(len(faces)) for e in (0, 3)]
     assert any(p.flip for p in draws) and any(p.occlusion_box is not None for p in draws)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_small_faces_in_large_pictures_are_cut_to_their_reach(device):
+    # a 60 px face in a 600 x 600 picture: its region is a small part of the picture, offset in x and y
+    # (and clipped where the face sits near an edge), so the bank's origin shift is exercised
+    rng = np.random.default_rng(11)
+    picture = _picture(600, 600, 21)
+    faces = []
+    for i, (cx, cy) in enumerate([(300, 200), (120, 470), (560, 40), (30, 580)]):
+        points = np.array([cx, cy]) + rng.uniform(-30, 30, size=(68, 2))
+        faces.append(FaceSample(image=picture, landmarks=points, name=f"small{i}"))
+    dataset = LandmarkDataset(faces, "300w", image_size=48, augment=AUG, seed=5)
+    bank = _compare_with_loader(dataset, [0, 1, 2, 3], epochs=(0, 1, 2), device=device)
+    assert (bank.origins[0] > 0).all() and (bank.origins[1:] == 0).any()  # offset in x and y; clipped at an edge
+    assert bank.pixels.shape[0] < 0.25 * len(faces) * 600 * 600
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_face_whose_crop_misses_its_picture_comes_out_black(device):
+    # annotations wholly outside the picture: an empty region, the last face of the bank
+    faces = _faces(2) + [FaceSample(image=_picture(100, 100, 5), landmarks=np.random.default_rng(0).uniform(
+        400, 420, size=(68, 2)), name="outside")]
+    dataset = LandmarkDataset(faces, "300w", image_size=32)
+    bank = _compare_with_loader(dataset, [2, 0], epochs=(0,), device=device)
+    assert bank.heights[2] * bank.widths[2] == 0
+    black = _to_levels(bank.batch([2])["image"].cpu())
+    np.testing.assert_allclose(black, 0.0, atol=1e-3)
 
 
 def test_occluders_are_painted_as_the_loader_paints_them():
