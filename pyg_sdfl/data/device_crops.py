@@ -123,9 +123,11 @@ class ImageBank:
         pixels: ``(P, 3)`` uint8 on ``device``; face ``i``'s region is rows ``starts[i]`` on,
             ``heights[i] x widths[i]`` pixels, its top-left pixel at ``origins[i]`` of the image.
         nbytes: the size of ``pixels``.
+
+    ``announce`` logs the bank's size and build time (off on all but one process of a torchrun job).
     """
 
-    def __init__(self, dataset: LandmarkDataset, device: torch.device | str = "cpu") -> None:
+    def __init__(self, dataset: LandmarkDataset, device: torch.device | str = "cpu", announce: bool = True) -> None:
         if not isinstance(dataset, LandmarkDataset):
             raise TypeError(f"ImageBank needs a LandmarkDataset, got {type(dataset).__name__}")
         self.dataset = dataset
@@ -159,8 +161,9 @@ class ImageBank:
         self.origins = np.asarray(origins, dtype=np.float64).reshape(-1, 2)
         self._mean = torch.as_tensor(IMAGENET_MEAN * 255.0, device=self.device)
         self._std = torch.as_tensor(IMAGENET_STD * 255.0, device=self.device)
-        log.info("image bank: %d faces, %.1f M pixels (%.2f GiB) on %s, packed in %.1f s", len(dataset),
-                 self.pixels.shape[0] / 1e6, self.nbytes / 2**30, self.device, time.perf_counter() - started)
+        if announce:  # one line per run, not one per process of a torchrun job
+            log.info("image bank: %d faces, %.1f M pixels (%.2f GiB) on %s, packed in %.1f s", len(dataset),
+                     self.pixels.shape[0] / 1e6, self.nbytes / 2**30, self.device, time.perf_counter() - started)
 
     @property
     def nbytes(self) -> int:
