@@ -81,6 +81,13 @@ def test_two_processes_train_the_model_one_process_trains_and_resume_under_ddp_i
     _run(resumed, "train.sync_batchnorm=true", "train.resume=last", processes=2)
     assert _max_difference(_weights(resumed), ddp_weights) < 1e-6
 
+    # crops resampled on the device (train.crops=device): each rank's bank batches are its slice of the
+    # global batch, so the equivalence holds there too
+    single_bank, ddp_bank = tmp_path / "single_bank", tmp_path / "ddp_bank"
+    _run(single_bank, "train.sync_batchnorm=true", "train.crops=device")
+    _run(ddp_bank, "train.sync_batchnorm=true", "train.crops=device", processes=2)
+    assert _max_difference(_weights(single_bank), _weights(ddp_bank)) < 1e-5
+
     # metrics gathered over the ranks: scored on all validation and test faces, as the single run was
     import json
     one, two = json.loads((single / "results.json").read_text()), json.loads((ddp / "results.json").read_text())
