@@ -63,9 +63,12 @@ def render_table(rows: Sequence[Dict[str, Any]]) -> str:
 
 def plot_curves(runs: Sequence[Tuple[str, Dict[str, Any]]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, results in runs:
+    # one colour per run: the default cycle repeats after 10, tab20 after 20, then line styles tell them apart
+    colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
+    for i, (label, results) in enumerate(runs):
         points = [(h["epoch"], 100 * h["val_nme"]) for h in results["history"] if h.get("val_nme") is not None]
-        line, = ax.plot(*zip(*points), marker=".", label=label)
+        line, = ax.plot(*zip(*points), marker=".", label=label, color=colours[i % len(colours)],
+                        linestyle=("-", "--", ":")[(i // len(colours)) % 3])
         best = dict(points).get(results["best_epoch"])
         if best is not None:
             ax.plot([results["best_epoch"]], [best], "o", mfc="none", ms=10, color=line.get_color())
