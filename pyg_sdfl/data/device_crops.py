@@ -140,8 +140,8 @@ class ImageBank:
             cx, cy, side = dataset.crop_square(index)
             x0, y0, x1, y1 = reach_region((cx, cy), reach_radius(side, size, dataset.augment),
                                           image.shape[1], image.shape[0])
-            # a copy: a view would keep the whole decoded picture alive until packing ends
-            regions.append(np.ascontiguousarray(image[y0:y1, x0:x1]).reshape(-1, 3).copy())
+            # one C-ordered copy: a view would keep the whole decoded picture alive until packing ends
+            regions.append(image[y0:y1, x0:x1].copy().reshape(-1, 3))
             origins.append((x0, y0))
             shapes.append((y1 - y0, x1 - x0))
         counts = [h * w for h, w in shapes]

@@ -257,7 +257,8 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     if main:
         graph.save(run_dir / "graph.pt")
     datasets = build_datasets(cfg, splits)
-    bank = _image_bank(datasets["train"], str(cfg.train.crops), device, announce=main)
+    # train.crops=device: the training faces packed on the training device once (validate() checked the choice)
+    bank = ImageBank(datasets["train"], device, announce=main) if cfg.train.crops == "device" else None
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
     _use_graph_backend(model, str(cfg.train.graph_backend))
     # rank 0 decides for all: ranks on other machines may see the folder late
@@ -446,14 +447,6 @@ def _describe(state: Optional[Dict[str, Any]]) -> str:
         return "nothing readable"
     best = state.get("best") or {}
     return f"epoch {best.get('epoch')} (val NME {100 * float(best.get('val_nme', math.nan)):.4g}%)"
-
-
-def _image_bank(dataset: Any, crops: str, device: torch.device, announce: bool = True) -> Optional[ImageBank]:
-    """``train.crops``: ``loader`` (OpenCV in the DataLoader, no bank) or ``device`` (an
-    :class:`~pyg_sdfl.data.device_crops.ImageBank` of the training faces on ``device``)."""
-    if crops not in TRAIN_CROPS:
-        raise ValueError(f"train.crops must be one of {TRAIN_CROPS}; got {crops!r}")
-    return ImageBank(dataset, device, announce) if crops == "device" else None
 
 
 def _use_graph_backend(model: nn.Module, backend: str) -> None:
