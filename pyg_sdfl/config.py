@@ -167,6 +167,8 @@ KEY_TYPES: Dict[str, KeyType] = {
     "head.nodes_per_point": INT,
     "head.hidden": INT,
     "head.num_blocks": INT,
+    "head.map_hidden": INT,
+    "head.map_kernel_size": INT,
     "head.dynamic": BOOL,
     "head.softmax_over": STR,
     "loss.lambda_": FLOAT,

@@ -141,3 +141,36 @@ def test_format_cell() -> None:
     assert runs.format_cell(0.376, None, digits=4) == "0.3760"
     assert runs.format_cell(0.376, float("nan"), digits=4) == "0.3760"
     assert runs.format_cell(None, 0.1) == "-" and runs.format_cell(float("nan"), None, missing="–") == "–"
+
+
+def test_load_results_fills_in_keys_declared_later(tmp_path: Path) -> None:
+    """A graph head's map-to-node keys were undeclared (the code's 256 / 3) before 2026-12-06: an old
+    results file reads as the declared defaults, a file that sets them keeps its values, an FC head gains nothing."""
+    _write(tmp_path, "old", _payload(SDFL, 3, 0, 0.05))
+    _write(tmp_path, "gcn", _payload(GCN, 3, 0, 0.05))
+    _write(tmp_path, "light", _payload({**SDFL, "map_hidden": 128, "map_kernel_size": 1}, 3, 0, 0.05))
+    _write(tmp_path, "new", _payload({**SDFL, "map_hidden": 256, "map_kernel_size": 3}, 3, 1, 0.05))
+    _write(tmp_path, "z_fc", _payload(FC, 3, 0, 0.05))
+    gcn, light, new, old, fc = runs.load_results(tmp_path)
+    for record in (old, gcn, new):
+        assert (record.get("head.map_hidden"), record.get("head.map_kernel_size")) == (256, 3)
+    assert (light.get("head.map_hidden"), light.get("head.map_kernel_size")) == (128, 1)
+    assert "head.map_hidden" not in fc.config
+    assert runs.varying_keys([old, new]) == []  # the same protocol, not two
+
+
+def test_keys_declared_later_are_the_heads_defaults() -> None:
+    """The filled-in values are what the head classes do without the key, and what the YAMLs now declare."""
+    import inspect
+
+    from pyg_sdfl.config import compose
+    from pyg_sdfl.nn.heads import GraphHead
+
+    defaults = inspect.signature(GraphHead.__init__).parameters
+    for target, keys in runs.KEYS_DECLARED_LATER.items():
+        for key, value in keys.items():
+            assert defaults[key.split(".", 1)[1]].default == value, (target, key)
+    for head in ("sdfl", "gat", "sage", "gcn"):
+        cfg = compose([f"head={head}"])
+        for key, value in runs.KEYS_DECLARED_LATER[str(cfg.head._target_)].items():
+            assert cfg.head[key.split(".", 1)[1]] == value, (head, key)
