@@ -230,15 +230,33 @@ class AugmentConfig:
         return AugmentParams(float(rotation), float(scale), (float(shift[0]), float(shift[1])), bool(flip), box, colour)
 
 
-def normalise_image(crop: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` RGB -> float32 ``(3, H, W)``: ``(x / 255 - mean) / std`` (ImageNet)."""
-    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-        raise ValueError(f"expected a uint8 (H, W, 3) image, got {crop.dtype} {crop.shape}")
-    x = crop.astype(np.float32)
+def _normalised_levels() -> np.ndarray:
+    """``(3, 256)`` float32: ``(v / 255 - mean_c) / std_c`` for every uint8 level ``v`` of channel ``c``,
+    by the same float32 operations as an elementwise normalisation (so a lookup equals it bit for bit)."""
+    x = np.repeat(np.arange(256, dtype=np.float32)[:, None], 3, axis=1)
     x *= 1.0 / 255.0
     x -= IMAGENET_MEAN
     x /= IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(x.T)
+
+
+_NORMALISED_LEVELS = _normalised_levels()
+
+
+def normalise_image(crop: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` RGB -> float32 ``(3, H, W)``: ``(x / 255 - mean) / std`` (ImageNet).
+
+    A lookup of each channel's 256 levels (:func:`_normalised_levels`), written straight into the
+    channel-first array. The elementwise float32 operations give the same bits, 4x slower on an
+    ``(H, W, 3)`` array (their inner loops run over its 3 channels): 0.26 against 0.06 ms for a 128 px
+    crop on the 2-core AMD EPYC VM, where the fast model's whole network takes about 2 ms.
+    """
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {crop.dtype} {crop.shape}")
+    out = np.empty((3,) + crop.shape[:2], dtype=np.float32)
+    for c in range(3):
+        np.take(_NORMALISED_LEVELS[c], crop[:, :, c], out=out[c])
+    return out
 
 
 def denormalise_image(image) -> np.ndarray:

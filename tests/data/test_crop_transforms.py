@@ -169,3 +169,23 @@ def test_denormalise_inverts_normalise_for_arrays_and_tensors():
     np.testing.assert_array_equal(denormalise_image(torch.from_numpy(normalise_image(crop))), crop)
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         denormalise_image(np.zeros((5, 7, 3)))
+
+
+def test_normalise_image_is_the_elementwise_formula_bit_for_bit():
+    """The lookup gives the bits of (x / 255 - mean) / std in float32, for every level in each channel,
+    on contiguous crops and on views (a mirrored crop)."""
+    from pyg_sdfl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    crop[1, :, :] = np.arange(47)[:, None] * 5  # levels 0 .. 230 in every channel
+    crop[2, :, :] = 255
+    for image in (crop, crop[:, ::-1], np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)):
+        x = image.astype(np.float32)
+        x *= 1.0 / 255.0
+        x -= IMAGENET_MEAN
+        x /= IMAGENET_STD
+        expected = np.ascontiguousarray(x.transpose(2, 0, 1))
+        out = normalise_image(image)
+        assert out.dtype == np.float32 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, expected)
