@@ -2,7 +2,8 @@
 
     sdfl_300w.pt             the accurate 300-W model (ResNet-18, 160 px) in fp16 (see
                              :mod:`pyg_sdfl.engine.export`): ``Landmarker.from_pretrained("300w")``
-    sdfl_300w_fast.pt        the small, fast 300-W model (half-width MobileNetV2, 128 px):
+    sdfl_300w_fast.pt        the small, fast 300-W model (half-width MobileNetV2, 128 px, the light
+                             head of ``experiment=fast_300w_light``):
                              ``Landmarker.from_pretrained("300w-fast")``
     <detector>_box_mapping.json
                              that detector's box -> landmark square (haar, yuface, mtcnn, dlib),
