@@ -43,6 +43,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pyg_sdfl.experiment import evaluate_run
     from pyg_sdfl.weights import pretrained_path
 
+    _use_threads(args)
     checkpoint = Path(args.checkpoint) if args.checkpoint else pretrained_path(_model_name(args))
     device = resolve_device(str(args.device))
     if resolve_backend(checkpoint, args.backend, device) == "onnx" and args.precision == "bf16":
@@ -222,6 +223,7 @@ def _load_landmarker(args: argparse.Namespace):
     ``--flip-test``, ``--detector`` and ``--passes``."""
     from pyg_sdfl.inference import Landmarker
 
+    _use_threads(args)
     kwargs = {"device": args.device, "flip_test": bool(getattr(args, "flip_test", False)),
               "backend": args.backend, "precision": args.precision}
     if args.detector is not None:
@@ -232,6 +234,25 @@ def _load_landmarker(args: argparse.Namespace):
     if args.checkpoint:
         return Landmarker.from_checkpoint(args.checkpoint, **kwargs)
     return Landmarker.from_pretrained(name, **kwargs)
+
+
+def _use_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: torch's threads, and so ONNX Runtime's (its sessions take torch's count), before any
+    model is loaded; without it, torch's default (all cores, or ``OMP_NUM_THREADS``)."""
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -436,7 +457,8 @@ def _pretrained_names() -> List[str]:
 
 
 def _runtime_arguments(parser: argparse.ArgumentParser, default_precision: str) -> None:
-    """--model, --backend, --precision: which shipped model, what runs it, in which precision."""
+    """--model, --backend, --precision, --threads: which shipped model, what runs it, in which precision, on how
+    many CPU threads."""
     parser.add_argument("--model", default=None, choices=_pretrained_names(),
                         help="the shipped model when no --checkpoint is given: 300w (accurate, the default) or "
                              "300w-fast (small and fast); see docs/predict.md#speed")
@@ -446,6 +468,9 @@ def _runtime_arguments(parser: argparse.ArgumentParser, default_precision: str) 
     parser.add_argument("--precision", default=default_precision, choices=["auto", "fp32", "bf16"],
                         help=f"torch backend: bf16 autocast, fp32, or auto (bf16 where the CPU/GPU runs it natively); "
                              f"default {default_precision}")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="CPU threads of torch and ONNX Runtime (default: all cores, or OMP_NUM_THREADS); one face "
+                             "at a time on the small 300w-fast model runs fastest on 1 (docs/predict.md#speed)")
 
 
 def _model_arguments(parser: argparse.ArgumentParser, detectors: Optional[List[str]]) -> None:

@@ -416,6 +416,21 @@ def test_fast_model_loads_strictly_is_small_and_predicts_real_faces(w300_root):
     assert errors.mean() < 0.08, errors
 
 
+def test_cli_threads_sets_the_runtime_threads_and_refuses_zero(tiny_ckpt, face, tmp_path, capsys):
+    path = _png(tmp_path, "face.png", face[0])
+    before = torch.get_num_threads()
+    try:
+        assert main(["predict", str(path), "--checkpoint", str(tiny_ckpt), "--threads", "1", "--detector", "haar",
+                     "--out", str(tmp_path / "out.png")]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(path), "--checkpoint", str(tiny_ckpt), "--threads", "0"])
+    assert exit_info.value.code == 2 and "--threads: expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
 def test_cli_checkpoint_and_model_together_are_refused(tiny_ckpt, face, tmp_path, capsys):
     path = _png(tmp_path, "face.png", face[0])
     assert main(["predict", str(path), "--checkpoint", str(tiny_ckpt), "--model", "300w-fast"]) == 2
