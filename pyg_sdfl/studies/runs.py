@@ -26,7 +26,6 @@ __all__ = [
     "head_label",
     "flatten_config",
     "KEYS_DECLARED_LATER",
-    "with_keys_declared_later",
     "load_results",
     "IGNORED_KEYS",
     "varying_keys",
@@ -72,9 +71,19 @@ def head_label(head_cfg: Mapping[str, Any]) -> str:
     return (name[:-4] if name.endswith("Head") and len(name) > 4 else name).lower()
 
 
+#: config keys declared after runs were recorded, by head class: the value the code used while the key
+#: was undeclared. A config without the key ran with that value, so :func:`flatten_config` fills it in
+#: (comparisons would otherwise take an old run for another protocol and refuse to compare with it).
+KEYS_DECLARED_LATER: Dict[str, Dict[str, Any]] = {
+    target: {"head.map_hidden": 256, "head.map_kernel_size": 3}  # declared 2026-12-06 (GraphHead's defaults)
+    for target in ("pyg_sdfl.nn.heads.SDFLHead", "pyg_sdfl.nn.heads.PyGLayerHead")
+}
+
+
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     """Nested dict -> ``{"a.b.c": value}``; lists become tuples (hashable). Adds ``"head"`` (see
-    :func:`head_label`) and ``"backbone"`` (``backbone.name``) at the top level."""
+    :func:`head_label`) and ``"backbone"`` (``backbone.name``) at the top level, and the
+    :data:`KEYS_DECLARED_LATER` of its head class that the config lacks."""
     out: Dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
@@ -85,32 +94,16 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any
     if not prefix:
         if isinstance(config.get("head"), Mapping):
             out["head"] = head_label(config["head"])
+            for declared, default in KEYS_DECLARED_LATER.get(str(config["head"].get("_target_")), {}).items():
+                out.setdefault(declared, default)
         if isinstance(config.get("backbone"), Mapping) and "name" in config["backbone"]:
             out["backbone"] = config["backbone"]["name"]
     return out
 
 
-#: config keys declared after runs were recorded, by head class: the value the code used while the key
-#: was undeclared. A results file without the key ran with that value, so :func:`load_results` fills it
-#: in (comparisons would otherwise take an old run for another protocol and refuse to compare with it).
-KEYS_DECLARED_LATER: Dict[str, Dict[str, Any]] = {
-    target: {"head.map_hidden": 256, "head.map_kernel_size": 3}  # declared 2026-12-06 (GraphHead's defaults)
-    for target in ("pyg_sdfl.nn.heads.SDFLHead", "pyg_sdfl.nn.heads.PyGLayerHead")
-}
-
-
-def with_keys_declared_later(flat: Mapping[str, Any]) -> Dict[str, Any]:
-    """A flattened config with the :data:`KEYS_DECLARED_LATER` of its head class that it lacks."""
-    out = dict(flat)
-    for key, value in KEYS_DECLARED_LATER.get(str(flat.get("head._target_")), {}).items():
-        out.setdefault(key, value)
-    return out
-
-
 def load_results(root: PathLike) -> List[RunRecord]:
     """Every run result below ``root``: JSON files (searched recursively, sorted) holding a
-    ``"metrics"`` (split -> subset -> ``{nme, fr, auc, count}``) and a ``"config"`` mapping (flattened, with
-    the :data:`KEYS_DECLARED_LATER` it lacks filled in), as written by
+    ``"metrics"`` (split -> subset -> ``{nme, fr, auc, count}``) and a ``"config"`` mapping, as written by
     ``experiments/run.py`` (``results.json``; its ``normalisation`` and ``crop`` become the record's
     ``protocol``; its ``choices`` and ``meta`` are kept as they are; its ``nme_per_face``, split -> list of
     per-face NMEs, becomes ``(M,)`` float arrays). Other JSON files are ignored; a missing folder gives
@@ -131,8 +124,7 @@ def load_results(root: PathLike) -> List[RunRecord]:
         protocol = f"NME / {payload.get('normalisation', 'inter_ocular')}"
         if payload.get("crop"):
             protocol += f", crop {payload['crop']}"
-        records.append(RunRecord(path=path, config=with_keys_declared_later(flatten_config(payload["config"])),
-                                 metrics=payload["metrics"],
+        records.append(RunRecord(path=path, config=flatten_config(payload["config"]), metrics=payload["metrics"],
                                  protocol=protocol, choices=dict(payload.get("choices") or {}),
                                  meta=dict(payload.get("meta") or {}),
                                  nme_per_face=_per_face(payload.get("nme_per_face"), path)))

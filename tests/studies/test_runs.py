@@ -157,6 +157,9 @@ def test_load_results_fills_in_keys_declared_later(tmp_path: Path) -> None:
     assert (light.get("head.map_hidden"), light.get("head.map_kernel_size")) == (128, 1)
     assert "head.map_hidden" not in fc.config
     assert runs.varying_keys([old, new]) == []  # the same protocol, not two
+    # filled in by flatten_config itself, so every reader of configs agrees (the occlusion study flattens checkpoints')
+    assert runs.flatten_config(_payload(SDFL, 3, 0, 0.05)["config"])["head.map_kernel_size"] == 3
+    assert "head.map_hidden" not in runs.flatten_config(_payload(SDFL, 3, 0, 0.05)["config"], prefix="x.")
 
 
 def test_keys_declared_later_are_the_heads_defaults() -> None:
