@@ -190,6 +190,8 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.resume": KeyType(str, optional=True),
     "train.init_from": KeyType(str, optional=True),
     "train.init_backbone_from": KeyType(str, optional=True),
+    "train.freeze_backbone_epochs": INT,
+    "train.backbone_lr_scale": FLOAT,
     "train.sync_batchnorm": BOOL,
     "train.precision": STR,
     "train.channels_last": BOOL,

@@ -69,6 +69,7 @@ from pyg_sdfl.engine.checkpoint import (
 from pyg_sdfl.engine.distributed import (SINGLE_PROCESS, DistributedContext, all_reduce_sum, broadcast_object,
                                          rank_device)
 from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, predict, resolve_precision
+from pyg_sdfl.engine.fine_tuning import backbone_frozen, parameter_groups, set_backbone_trainable
 from pyg_sdfl.engine.sampling import GlobalBatchShards, epoch_generator, epoch_order
 from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.metrics import nme as per_face_nme
@@ -240,6 +241,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     if epochs < 1:
         raise ValueError(f"train.epochs={cfg.train.epochs}: a run needs at least one epoch; "
                          f"set train.epochs to 1 or more")
+    freeze_epochs = _check_freeze(cfg, context)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -275,7 +277,8 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     if context.enabled and cfg.train.sync_batchnorm:
         model = convert_batch_norm(model, device.type)
     criterion = build_loss(cfg.loss, graph).to(device)
-    optimizer = instantiate(cfg.train.optimizer)(params=model.parameters())
+    optimizer = instantiate(cfg.train.optimizer)(
+        params=parameter_groups(model, float(cfg.train.backbone_lr_scale), float(cfg.train.optimizer.lr)))
     scheduler = instantiate(cfg.train.scheduler)(optimizer=optimizer)
     weights = pose_balanced_weights(normalised_shapes(splits.train)) if cfg.train.balance else None
     if context.enabled and weights is not None:  # one draw for all ranks, whatever their BLAS does at a bin edge
@@ -326,8 +329,14 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
     for epoch in range(state["epoch"], epochs):
         datasets["train"].set_epoch(epoch)
         loader = _make_loader(datasets["train"], cfg, epoch, weights, context, device.type, bank)
+        frozen = backbone_frozen(epoch, freeze_epochs)
+        if freeze_epochs:
+            set_backbone_trainable(model, not frozen)
+            if epoch in (state["epoch"], freeze_epochs):
+                log.info("epoch %d: the backbone is %s", epoch + 1, f"frozen (until epoch {freeze_epochs}, "
+                         f"train.freeze_backbone_epochs)" if frozen else "trained")
         stats = _train_one_epoch(step_fn, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
-                                 context)
+                                 context, model.backbone if frozen else None)
         scheduler.step()
         record = {"epoch": epoch + 1, **stats}
         if (epoch + 1) % int(cfg.train.val_every) == 0 or epoch + 1 == epochs:
@@ -462,10 +471,31 @@ def _use_graph_backend(model: nn.Module, backend: str) -> None:
             log.warning("train.graph_backend=%s has no effect: the model has no SDFL head", backend)
 
 
+def _check_freeze(cfg: DictConfig, context: DistributedContext) -> int:
+    """``train.freeze_backbone_epochs``, checked: not under torchrun (DDP fixes the set of trained parameters
+    when it wraps the model, so a backbone unfrozen later would never be synchronised); a warning when the
+    backbone to freeze starts from random weights."""
+    freeze_epochs = int(cfg.train.freeze_backbone_epochs)
+    backbone_frozen(0, freeze_epochs)  # the range check
+    if freeze_epochs and context.enabled:
+        raise ValueError(f"train.freeze_backbone_epochs={freeze_epochs} is not supported under torchrun: "
+                         f"DistributedDataParallel fixes the trained parameters when it wraps the model, so the "
+                         f"backbone would never be synchronised once unfrozen; warm the head up in one process "
+                         f"(then continue with train.init_from), or set train.freeze_backbone_epochs=0")
+    if freeze_epochs and not (cfg.train.init_backbone_from or cfg.train.init_from):
+        log.warning("train.freeze_backbone_epochs=%d freezes a backbone that starts from random weights "
+                    "(neither train.init_backbone_from nor train.init_from is set)", freeze_epochs)
+    return freeze_epochs
+
+
 def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
-                     context: DistributedContext = SINGLE_PROCESS) -> Dict[str, float]:
-    """One epoch; the loss and faces/s it reports cover all ranks' faces."""
+                     context: DistributedContext = SINGLE_PROCESS,
+                     frozen: Optional[nn.Module] = None) -> Dict[str, float]:
+    """One epoch; the loss and faces/s it reports cover all ranks' faces. ``frozen``: a part of the model
+    (the backbone during ``train.freeze_backbone_epochs``) kept in eval mode, its batch-norm statistics fixed."""
     model.train()
+    if frozen is not None:
+        frozen.eval()
     max_steps = cfg.train.max_steps_per_epoch
     total = len(loader) if max_steps is None else min(len(loader), int(max_steps))
     interactive = sys.stderr.isatty() and context.is_main  # a bar on a terminal; plain log lines in files and CI logs

@@ -26,6 +26,7 @@ __all__ = [
     "head_label",
     "flatten_config",
     "KEYS_DECLARED_LATER",
+    "TRAIN_KEYS_DECLARED_LATER",
     "load_results",
     "IGNORED_KEYS",
     "varying_keys",
@@ -79,11 +80,17 @@ KEYS_DECLARED_LATER: Dict[str, Dict[str, Any]] = {
     for target in ("pyg_sdfl.nn.heads.SDFLHead", "pyg_sdfl.nn.heads.PyGLayerHead")
 }
 
+#: training keys declared after runs were recorded (any model), with the behaviour of the code before them
+TRAIN_KEYS_DECLARED_LATER: Dict[str, Any] = {
+    "train.freeze_backbone_epochs": 0,  # declared 2026-12-06 (pyg_sdfl.engine.fine_tuning): never frozen
+    "train.backbone_lr_scale": 1.0,     # declared 2026-12-06: the backbone at the optimiser's lr
+}
+
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     """Nested dict -> ``{"a.b.c": value}``; lists become tuples (hashable). Adds ``"head"`` (see
     :func:`head_label`) and ``"backbone"`` (``backbone.name``) at the top level, and the
-    :data:`KEYS_DECLARED_LATER` of its head class that the config lacks."""
+    :data:`KEYS_DECLARED_LATER` of its head class and the :data:`TRAIN_KEYS_DECLARED_LATER` that the config lacks."""
     out: Dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
@@ -95,6 +102,9 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any
         if isinstance(config.get("head"), Mapping):
             out["head"] = head_label(config["head"])
             for declared, default in KEYS_DECLARED_LATER.get(str(config["head"].get("_target_")), {}).items():
+                out.setdefault(declared, default)
+        if isinstance(config.get("train"), Mapping):
+            for declared, default in TRAIN_KEYS_DECLARED_LATER.items():
                 out.setdefault(declared, default)
         if isinstance(config.get("backbone"), Mapping) and "name" in config["backbone"]:
             out["backbone"] = config["backbone"]["name"]

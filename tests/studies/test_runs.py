@@ -177,3 +177,21 @@ def test_keys_declared_later_are_the_heads_defaults() -> None:
         cfg = compose([f"head={head}"])
         for key, value in runs.KEYS_DECLARED_LATER[str(cfg.head._target_)].items():
             assert cfg.head[key.split(".", 1)[1]] == value, (head, key)
+    cfg = compose([])
+    for key, value in runs.TRAIN_KEYS_DECLARED_LATER.items():
+        assert cfg.train[key.split(".", 1)[1]] == value, key
+
+
+def test_training_keys_declared_later_are_filled_in(tmp_path: Path) -> None:
+    """A results file from before train.freeze_backbone_epochs / train.backbone_lr_scale reads as never frozen,
+    one lr; a file that sets them keeps its values, and the comparison sees the difference."""
+    old = _payload(SDFL, 3, 0, 0.05)
+    warm = _payload(SDFL, 3, 0, 0.05)
+    warm["config"]["train"].update(freeze_backbone_epochs=20, backbone_lr_scale=0.25)
+    _write(tmp_path, "a_old", old)
+    _write(tmp_path, "b_warm", warm)
+    old_record, warm_record = runs.load_results(tmp_path)
+    assert (old_record.get("train.freeze_backbone_epochs"), old_record.get("train.backbone_lr_scale")) == (0, 1.0)
+    assert (warm_record.get("train.freeze_backbone_epochs"), warm_record.get("train.backbone_lr_scale")) == (20, 0.25)
+    assert runs.varying_keys([old_record, warm_record]) == ["train.backbone_lr_scale", "train.freeze_backbone_epochs"]
+    assert "train.backbone_lr_scale" not in runs.flatten_config({"seed": 0})
