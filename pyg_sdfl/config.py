@@ -192,6 +192,8 @@ KEY_TYPES: Dict[str, KeyType] = {
     "train.init_backbone_from": KeyType(str, optional=True),
     "train.freeze_backbone_epochs": INT,
     "train.backbone_lr_scale": FLOAT,
+    "train.distill.teacher": KeyType(str, optional=True),
+    "train.distill.weight": FLOAT,
     "train.sync_batchnorm": BOOL,
     "train.precision": STR,
     "train.channels_last": BOOL,

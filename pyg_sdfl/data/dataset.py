@@ -121,7 +121,10 @@ class LandmarkDataset(Dataset):
         ``"image"``: float32 ``(3, S, S)``, ImageNet-normalised RGB;
         ``"landmarks"``: float32 ``(N, 2)`` in crop pixels (0-based pixel centres);
         ``"matrix"``: float32 ``(2, 3)`` original -> crop (invert it to map predictions back);
-        ``"index"``: int, the position in :attr:`samples` of the face returned.
+        ``"index"``: int, the position in :attr:`samples` of the face returned;
+        ``"teacher_image"``: float32 ``(3, T, T)``, only with ``teacher_size``: the same view (region,
+        turn, mirror, occluder) at side ``T``, for a distillation teacher
+        (:mod:`pyg_sdfl.engine.distillation`).
 
     Args:
         samples: the faces; all must match ``scheme`` (checked here, naming the bad sample).
@@ -136,6 +139,7 @@ class LandmarkDataset(Dataset):
         annotation_offset_x: how far (image pixels) the annotations sit right of the
             mirror-symmetric content; mirrored crops keep it
             (:func:`~pyg_sdfl.data.transforms.mirrored_label_shift`). 0 = the labels are exact.
+        teacher_size: ``T``: also return each view at this side as ``"teacher_image"`` (``None``: not).
     """
 
     def __init__(
@@ -149,8 +153,12 @@ class LandmarkDataset(Dataset):
         on_bad_image: str = "skip",
         cache_images: bool = False,
         annotation_offset_x: float = 0.0,
+        teacher_size: Optional[int] = None,
     ) -> None:
         self.scheme = get_scheme(scheme)
+        if teacher_size is not None and (int(teacher_size) != teacher_size or teacher_size <= 0):
+            raise ValueError(f"teacher_size must be a positive integer or None, got {teacher_size!r}")
+        self.teacher_size = None if teacher_size is None else int(teacher_size)
         annotation_offset_x = checked_annotation_offset(annotation_offset_x)
         if on_bad_image not in ("skip", "fail"):
             raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
@@ -256,12 +264,14 @@ class LandmarkDataset(Dataset):
         cx, cy, side = self._boxes[index]
         return float(cx), float(cy), float(side)
 
-    def crop_matrix(self, index: int, params: AugmentParams = _NO_AUGMENT) -> np.ndarray:
-        """The ``(2, 3)`` float64 original -> crop matrix of face ``index`` under ``params``."""
+    def crop_matrix(self, index: int, params: AugmentParams = _NO_AUGMENT, size: Optional[int] = None) -> np.ndarray:
+        """The ``(2, 3)`` float64 original -> crop matrix of face ``index`` under ``params`` (drawn for
+        :attr:`image_size`), into a crop of side ``size`` (default :attr:`image_size`)."""
         cx, cy, side = self._boxes[index]
+        size = self.image_size if size is None else int(size)
+        shift = params.shift if size == self.image_size else params.for_size(self.image_size, size).shift
         return geometry.crop_matrix(
-            (cx, cy), side, self.image_size, rotation_deg=params.rotation_deg, scale=params.scale,
-            shift=params.shift, flip=params.flip,
+            (cx, cy), side, size, rotation_deg=params.rotation_deg, scale=params.scale, shift=shift, flip=params.flip,
         )
 
     def crop_landmarks(self, index: int, params: AugmentParams = _NO_AUGMENT) -> np.ndarray:
@@ -289,12 +299,16 @@ class LandmarkDataset(Dataset):
         params = self.augment_params(index)
         crop, landmarks = self.warp(index, params)
         M = self.crop_matrix(index, params)
-        return {
+        item = {
             "image": torch.from_numpy(normalise_image(crop)),
             "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
             "matrix": torch.from_numpy(M.astype(np.float32)),
             "index": index,
         }
+        if self.teacher_size is not None:
+            item["teacher_image"] = (item["image"] if self.teacher_size == self.image_size else
+                                     torch.from_numpy(normalise_image(self.view(index, params, self.teacher_size))))
+        return item
 
     def warp(self, index: int, params: AugmentParams = _NO_AUGMENT) -> Tuple[np.ndarray, np.ndarray]:
         """Face ``index`` under one augmentation draw ``params``: ``(crop (S, S, 3) uint8 RGB,
@@ -306,6 +320,18 @@ class LandmarkDataset(Dataset):
         if params.occlusion_box is not None:
             paint_occlusion(crop, params.occlusion_box, params.occlusion_colour)
         return crop, landmarks
+
+    def view(self, index: int, params: AugmentParams, size: int) -> np.ndarray:
+        """Face ``index`` under the draw ``params`` (made for :attr:`image_size`) as a crop of side ``size``:
+        the same region, turn and mirror, the occluder scaled (:meth:`AugmentParams.for_size`), ``(size, size, 3)``
+        uint8 RGB. A point ``p`` of the ``image_size`` crop sits at ``f (p + 0.5) - 0.5`` in it, ``f = size / image_size``."""
+        scaled = params.for_size(self.image_size, size)
+        M = self.crop_matrix(index, params, size)
+        crop, _ = warp_sample(self.image(index), self.samples[index].landmarks, M, int(size), self._flip_perm,
+                              self.annotation_offset_x)
+        if scaled.occlusion_box is not None:
+            paint_occlusion(crop, scaled.occlusion_box, scaled.occlusion_colour)
+        return crop
 
     def image(self, index: int) -> np.ndarray:
         """Face ``index``'s whole picture, ``(H, W, 3)`` uint8 RGB (the cached copy with ``cache_images``:

@@ -178,6 +178,17 @@ class AugmentParams:
     occlusion_box: Optional[Tuple[int, int, int, int]] = None
     occlusion_colour: Optional[Tuple[int, int, int]] = None
 
+    def for_size(self, from_size: int, to_size: int) -> "AugmentParams":
+        """The same draw for a crop of side ``to_size`` instead of ``from_size``: the shift (output pixels)
+        and the occluder's box scaled by ``f = to_size / from_size`` (box ends rounded); the crop then
+        covers the same region, so a point maps as ``p_to = f (p_from + 0.5) - 0.5``."""
+        if int(from_size) <= 0 or int(to_size) <= 0:
+            raise ValueError(f"crop sizes must be positive; got {from_size} and {to_size}")
+        f = int(to_size) / int(from_size)
+        box = None if self.occlusion_box is None else tuple(int(round(v * f)) for v in self.occlusion_box)
+        return AugmentParams(self.rotation_deg, self.scale, (self.shift[0] * f, self.shift[1] * f), self.flip,
+                             box, self.occlusion_colour)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:

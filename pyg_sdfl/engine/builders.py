@@ -133,11 +133,13 @@ def augment_config(augment_cfg: Optional[Mapping[str, Any]], image_size: int) ->
     return AugmentConfig(**values)
 
 
-def build_datasets(cfg: DictConfig, splits: DataSplits, augment_train: bool = True) -> Dict[str, LandmarkDataset]:
+def build_datasets(cfg: DictConfig, splits: DataSplits, augment_train: bool = True,
+                   teacher_size: Optional[int] = None) -> Dict[str, LandmarkDataset]:
     """Torch datasets for train (augmented, unless ``augment_train=False``), val and test (crop only).
 
     Splits without faces get no dataset; evaluation passes ``augment_train=False`` so that the
-    training faces are scored on the same crops as val and test.
+    training faces are scored on the same crops as val and test. ``teacher_size``: the training set also
+    gives each view at that side (``"teacher_image"``, :mod:`pyg_sdfl.engine.distillation`).
     """
     common = dict(
         scheme=splits.scheme,
@@ -150,7 +152,8 @@ def build_datasets(cfg: DictConfig, splits: DataSplits, augment_train: bool = Tr
     out = {}
     if splits.train:
         augment = augment_config(cfg.train.augment, common["image_size"]) if augment_train else None
-        out["train"] = LandmarkDataset(splits.train, augment=augment, seed=int(cfg.seed), **common)
+        out["train"] = LandmarkDataset(splits.train, augment=augment, seed=int(cfg.seed), teacher_size=teacher_size,
+                                       **common)
     if splits.val:
         out["val"] = LandmarkDataset(splits.val, augment=None, **common)
     if splits.test:

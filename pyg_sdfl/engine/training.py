@@ -69,6 +69,7 @@ from pyg_sdfl.engine.checkpoint import (
 from pyg_sdfl.engine.distributed import (SINGLE_PROCESS, DistributedContext, all_reduce_sum, broadcast_object,
                                          rank_device)
 from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, predict, resolve_precision
+from pyg_sdfl.engine.distillation import Teacher, distillation_loss, load_teacher
 from pyg_sdfl.engine.fine_tuning import backbone_frozen, parameter_groups, set_backbone_trainable
 from pyg_sdfl.engine.sampling import GlobalBatchShards, epoch_generator, epoch_order
 from pyg_sdfl.graph import LandmarkGraph
@@ -258,7 +259,8 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
         graph = LandmarkGraph.from_dict(broadcast_object(context, graph.to_dict()))
     if main:
         graph.save(run_dir / "graph.pt")
-    datasets = build_datasets(cfg, splits)
+    teacher = _load_teacher(cfg, splits.scheme.name, device)
+    datasets = build_datasets(cfg, splits, teacher_size=teacher.image_size if teacher else None)
     # train.crops=device: the training faces packed on the training device once (validate() checked the choice)
     bank = ImageBank(datasets["train"], device, announce=main) if cfg.train.crops == "device" else None
     model = build_model(cfg, graph, splits.scheme.num_points).to(device)
@@ -336,7 +338,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
                 log.info("epoch %d: the backbone is %s", epoch + 1, f"frozen (until epoch {freeze_epochs}, "
                          f"train.freeze_backbone_epochs)" if frozen else "trained")
         stats = _train_one_epoch(step_fn, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
-                                 context, model.backbone if frozen else None)
+                                 context, model.backbone if frozen else None, teacher)
         scheduler.step()
         record = {"epoch": epoch + 1, **stats}
         if (epoch + 1) % int(cfg.train.val_every) == 0 or epoch + 1 == epochs:
@@ -471,6 +473,11 @@ def _use_graph_backend(model: nn.Module, backend: str) -> None:
             log.warning("train.graph_backend=%s has no effect: the model has no SDFL head", backend)
 
 
+def _on_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 def _check_freeze(cfg: DictConfig, context: DistributedContext) -> int:
     """``train.freeze_backbone_epochs``, checked: not under torchrun (DDP fixes the set of trained parameters
     when it wraps the model, so a backbone unfrozen later would never be synchronised); a warning when the
@@ -488,11 +495,29 @@ def _check_freeze(cfg: DictConfig, context: DistributedContext) -> int:
     return freeze_epochs
 
 
+def _load_teacher(cfg: DictConfig, scheme_name: str, device: torch.device) -> Optional[Teacher]:
+    """``train.distill.teacher`` loaded and checked, or ``None``; refused with device crops, which cut one view.
+    Loading it leaves the random state as it was (building its model draws initial weights): the student
+    starts as it would without a teacher."""
+    if not cfg.train.distill.teacher:
+        return None
+    if cfg.train.crops == "device":
+        raise ValueError(f"train.distill.teacher={cfg.train.distill.teacher} needs train.crops=loader: the device "
+                         f"crop loader cuts one view per face, the teacher needs its own at its crop size")
+    rng = capture_rng_state()
+    teacher = load_teacher(str(cfg.train.distill.teacher), float(cfg.train.distill.weight), scheme_name,
+                           float(cfg.dataset.crop_scale), int(cfg.dataset.image_size), device,
+                           bool(cfg.train.channels_last))
+    restore_rng_state(rng)
+    return teacher
+
+
 def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs, cfg, precision,
                      context: DistributedContext = SINGLE_PROCESS,
-                     frozen: Optional[nn.Module] = None) -> Dict[str, float]:
+                     frozen: Optional[nn.Module] = None, teacher: Optional[Teacher] = None) -> Dict[str, float]:
     """One epoch; the loss and faces/s it reports cover all ranks' faces. ``frozen``: a part of the model
-    (the backbone during ``train.freeze_backbone_epochs``) kept in eval mode, its batch-norm statistics fixed."""
+    (the backbone during ``train.freeze_backbone_epochs``) kept in eval mode, its batch-norm statistics fixed.
+    ``teacher``: the loss mixes the labels with its predictions (:mod:`pyg_sdfl.engine.distillation`)."""
     model.train()
     if frozen is not None:
         frozen.eval()
@@ -505,13 +530,15 @@ def _train_one_epoch(model, criterion, optimizer, loader, device, epoch, epochs,
     for step, batch in enumerate(loader):
         if step >= total:
             break
-        images = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = _on_device(batch["image"], device, channels_last)
         target = batch["landmarks"].to(device, non_blocking=True)
         with precision_autocast(device, precision):
             pred = model(images)
-        loss = criterion(pred.float(), target)
+            taught = None if teacher is None else teacher.targets(_on_device(batch["teacher_image"], device, channels_last))
+        if taught is None:
+            loss = criterion(pred.float(), target)
+        else:
+            loss = distillation_loss(criterion, pred.float(), target, taught, teacher.weight)
         # (loss x faces, faces, non-finite) summed over the ranks: every rank stops on any rank's blow-up
         step_stats = all_reduce_sum(context, torch.tensor(  # NCCL reduces CUDA tensors only; else the CPU
             [loss.item() * images.shape[0], images.shape[0], 0.0 if torch.isfinite(loss) else 1.0], dtype=torch.float64,

@@ -84,6 +84,8 @@ KEYS_DECLARED_LATER: Dict[str, Dict[str, Any]] = {
 TRAIN_KEYS_DECLARED_LATER: Dict[str, Any] = {
     "train.freeze_backbone_epochs": 0,  # declared 2026-12-06 (pyg_sdfl.engine.fine_tuning): never frozen
     "train.backbone_lr_scale": 1.0,     # declared 2026-12-06: the backbone at the optimiser's lr
+    "train.distill.teacher": None,      # declared 2026-12-06 (pyg_sdfl.engine.distillation): no teacher
+    "train.distill.weight": 0.5,        # declared 2026-12-06: unused without a teacher; the declared default
 }
 
 
