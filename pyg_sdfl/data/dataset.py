@@ -48,6 +48,7 @@ from pyg_sdfl.data.transforms import (
     denormalise_image,
     normalise_image,
     paint_occlusion,
+    warp_image,
     warp_landmarks,
     warp_sample,
 )
@@ -297,7 +298,8 @@ class LandmarkDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {n} faces")
         index %= n
         params = self.augment_params(index)
-        crop, landmarks = self.warp(index, params)
+        image = self.image(index)  # decoded once for both views
+        crop, landmarks = self.warp(index, params, image)
         M = self.crop_matrix(index, params)
         item = {
             "image": torch.from_numpy(normalise_image(crop)),
@@ -306,14 +308,16 @@ class LandmarkDataset(Dataset):
             "index": index,
         }
         if self.teacher_size is not None:
-            item["teacher_image"] = (item["image"] if self.teacher_size == self.image_size else
-                                     torch.from_numpy(normalise_image(self.view(index, params, self.teacher_size))))
+            item["teacher_image"] = (item["image"] if self.teacher_size == self.image_size else torch.from_numpy(
+                normalise_image(self.view(index, params, self.teacher_size, image))))
         return item
 
-    def warp(self, index: int, params: AugmentParams = _NO_AUGMENT) -> Tuple[np.ndarray, np.ndarray]:
+    def warp(self, index: int, params: AugmentParams = _NO_AUGMENT,
+             image: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Face ``index`` under one augmentation draw ``params``: ``(crop (S, S, 3) uint8 RGB,
-        landmarks (N, 2) float64 crop pixels)``, occluder painted; what ``__getitem__`` normalises."""
-        image = self.image(index)
+        landmarks (N, 2) float64 crop pixels)``, occluder painted; what ``__getitem__`` normalises.
+        ``image``: the face's picture if already decoded (default: :meth:`image`)."""
+        image = self.image(index) if image is None else image
         M = self.crop_matrix(index, params)
         crop, landmarks = warp_sample(image, self.samples[index].landmarks, M, self.image_size, self._flip_perm,
                                       self.annotation_offset_x)
@@ -321,14 +325,14 @@ class LandmarkDataset(Dataset):
             paint_occlusion(crop, params.occlusion_box, params.occlusion_colour)
         return crop, landmarks
 
-    def view(self, index: int, params: AugmentParams, size: int) -> np.ndarray:
+    def view(self, index: int, params: AugmentParams, size: int, image: Optional[np.ndarray] = None) -> np.ndarray:
         """Face ``index`` under the draw ``params`` (made for :attr:`image_size`) as a crop of side ``size``:
         the same region, turn and mirror, the occluder scaled (:meth:`AugmentParams.for_size`), ``(size, size, 3)``
         uint8 RGB. A point ``p`` of the ``image_size`` crop sits at ``f (p + 0.5) - 0.5`` in it, ``f = size / image_size``."""
         scaled = params.for_size(self.image_size, size)
         M = self.crop_matrix(index, params, size)
-        crop, _ = warp_sample(self.image(index), self.samples[index].landmarks, M, int(size), self._flip_perm,
-                              self.annotation_offset_x)
+        image = self.image(index) if image is None else image
+        crop = warp_image(image, M, size)
         if scaled.occlusion_box is not None:
             paint_occlusion(crop, scaled.occlusion_box, scaled.occlusion_colour)
         return crop

@@ -25,6 +25,7 @@ __all__ = [
     "flip_landmarks",
     "mirrored_label_shift",
     "checked_annotation_offset",
+    "warp_image",
     "warp_landmarks",
     "warp_sample",
     "sample_occlusion",
@@ -124,11 +125,15 @@ def warp_sample(
     Returns ``(crop (S, S, 3) uint8, landmarks (N, 2) float64)``.
     """
     pts = warp_landmarks(landmarks, M, flip_perm, annotation_offset_x)
-    crop = cv2.warpAffine(
+    return warp_image(image, M, out_size), pts
+
+
+def warp_image(image: np.ndarray, M: np.ndarray, out_size: int) -> np.ndarray:
+    """``image`` resampled once through ``M`` into an ``out_size`` square (bilinear, black outside), uint8."""
+    return cv2.warpAffine(
         np.ascontiguousarray(image), check_affine(M), (int(out_size), int(out_size)), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
     )
-    return crop, pts
 
 
 def sample_occlusion(

@@ -13,7 +13,8 @@ with :math:`P` the labels, :math:`P^t_T` the teacher's landmarks in its ``T x T`
 special care: the teacher learnt the same mirrored-label convention as the labels it is mixed with.
 
 Validation and model selection use the labels only. The teacher must predict the run's landmark scheme on
-crops of the same ``dataset.crop_scale``; it runs in eval mode under the run's precision.
+crops of the same ``dataset.crop_scale`` and ``dataset.annotation_offset_x``; it runs in eval mode under the
+run's precision.
 """
 from __future__ import annotations
 
@@ -90,8 +91,11 @@ class Teacher:
 
 
 def load_teacher(spec: Union[str, Path], weight: float, scheme_name: str, crop_scale: float, student_size: int,
-                 device: Union[str, torch.device], channels_last: bool = False) -> Teacher:
-    """The teacher of ``train.distill``, checked against the run: the same landmark scheme and crop scale."""
+                 device: Union[str, torch.device], channels_last: bool = False,
+                 annotation_offset_x: float = 0.0) -> Teacher:
+    """The teacher of ``train.distill``, checked against the run: the same landmark scheme, crop scale and
+    labels' offset (``dataset.annotation_offset_x``: a teacher that learnt another mirrored-label convention
+    would pull the student sideways on mirrored views)."""
     loaded = load_model(teacher_file(str(spec)), device=device)
     if loaded.scheme.name != scheme_name:
         raise CheckpointError(f"train.distill.teacher={spec} predicts scheme {loaded.scheme.name!r}, the run trains "
@@ -100,7 +104,13 @@ def load_teacher(spec: Union[str, Path], weight: float, scheme_name: str, crop_s
     if abs(teacher_scale - float(crop_scale)) > 1e-9:
         raise CheckpointError(f"train.distill.teacher={spec} was trained on crops of {teacher_scale}x the landmark "
                               f"box, the run uses dataset.crop_scale={crop_scale}: give them the same crop scale")
+    if abs(loaded.annotation_offset_x - float(annotation_offset_x)) > 1e-9:
+        raise CheckpointError(f"train.distill.teacher={spec} learnt labels {loaded.annotation_offset_x} px right of the "
+                              f"content (its dataset.annotation_offset_x), the run uses {annotation_offset_x}: its "
+                              f"landmarks on mirrored views would carry another offset than the labels")
     teacher = Teacher(loaded, weight, student_size, channels_last)
     log.info("distillation: teacher %s (%s, %d px), loss = %.2f x labels + %.2f x teacher", loaded.path,
              loaded.config.backbone.name, teacher.image_size, 1 - teacher.weight, teacher.weight)
+    if teacher.weight == 0.0:
+        log.warning("train.distill.weight=0: the teacher runs on every view but takes no part in the loss")
     return teacher

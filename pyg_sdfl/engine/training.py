@@ -243,6 +243,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
         raise ValueError(f"train.epochs={cfg.train.epochs}: a run needs at least one epoch; "
                          f"set train.epochs to 1 or more")
     freeze_epochs = _check_freeze(cfg, context)
+    _check_distill(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -301,6 +302,7 @@ def train(cfg: DictConfig, run_dir: str | Path, context: DistributedContext = SI
         ckpt = load_checkpoint(path, map_location="cpu")
         check_compatible(ckpt, splits.scheme.name, graph, f"resume from {path}")
         _check_same_protocol(ckpt.get("config") or {}, cfg, path, refuse=str(cfg.train.resume) == "auto")
+        _check_backbone_lr_scale(ckpt.get("config") or {}, cfg, path)
         load_state_dict_strict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -478,6 +480,28 @@ def _on_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
+def _check_distill(cfg: DictConfig) -> None:
+    """``train.distill`` checked before anything is built: a weight in [0, 1], and the loader's crops (the
+    device crop loader cuts one view per face; the teacher needs its own at its crop size)."""
+    weight = float(cfg.train.distill.weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"train.distill.weight={cfg.train.distill.weight}: give a weight in [0, 1] "
+                         f"(0: the labels alone, 1: the teacher alone)")
+    if cfg.train.distill.teacher and cfg.train.crops == "device":
+        raise ValueError(f"train.distill.teacher={cfg.train.distill.teacher} needs train.crops=loader: the device "
+                         f"crop loader cuts one view per face, the teacher needs its own at its crop size")
+
+
+def _check_backbone_lr_scale(saved: Dict[str, Any], cfg: DictConfig, path: Path) -> None:
+    """A resumed run keeps its optimiser groups: refuse a changed ``train.backbone_lr_scale`` (the saved
+    groups' lrs would win, or the group count would not match) with what to do instead."""
+    before = float(_flat(saved).get("train.backbone_lr_scale", 1.0)) if saved else float(cfg.train.backbone_lr_scale)
+    if before != float(cfg.train.backbone_lr_scale):
+        raise CheckpointError(f"resume from {path}: it was trained with train.backbone_lr_scale={before}, the config "
+                              f"says {cfg.train.backbone_lr_scale}; the optimiser's groups are part of the run, so "
+                              f"resume with {before}, or start a new run from its weights with train.init_from")
+
+
 def _check_freeze(cfg: DictConfig, context: DistributedContext) -> int:
     """``train.freeze_backbone_epochs``, checked: not under torchrun (DDP fixes the set of trained parameters
     when it wraps the model, so a backbone unfrozen later would never be synchronised); a warning when the
@@ -489,6 +513,9 @@ def _check_freeze(cfg: DictConfig, context: DistributedContext) -> int:
                          f"DistributedDataParallel fixes the trained parameters when it wraps the model, so the "
                          f"backbone would never be synchronised once unfrozen; warm the head up in one process "
                          f"(then continue with train.init_from), or set train.freeze_backbone_epochs=0")
+    if freeze_epochs >= int(cfg.train.epochs):
+        log.warning("train.freeze_backbone_epochs=%d >= train.epochs=%s: the backbone stays frozen for the whole run",
+                    freeze_epochs, cfg.train.epochs)
     if freeze_epochs and not (cfg.train.init_backbone_from or cfg.train.init_from):
         log.warning("train.freeze_backbone_epochs=%d freezes a backbone that starts from random weights "
                     "(neither train.init_backbone_from nor train.init_from is set)", freeze_epochs)
@@ -501,13 +528,10 @@ def _load_teacher(cfg: DictConfig, scheme_name: str, device: torch.device) -> Op
     starts as it would without a teacher."""
     if not cfg.train.distill.teacher:
         return None
-    if cfg.train.crops == "device":
-        raise ValueError(f"train.distill.teacher={cfg.train.distill.teacher} needs train.crops=loader: the device "
-                         f"crop loader cuts one view per face, the teacher needs its own at its crop size")
     rng = capture_rng_state()
     teacher = load_teacher(str(cfg.train.distill.teacher), float(cfg.train.distill.weight), scheme_name,
                            float(cfg.dataset.crop_scale), int(cfg.dataset.image_size), device,
-                           bool(cfg.train.channels_last))
+                           bool(cfg.train.channels_last), float(cfg.dataset.annotation_offset_x))
     restore_rng_state(rng)
     return teacher
 

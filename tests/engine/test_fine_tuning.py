@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pyg_sdfl.config import compose
-from pyg_sdfl.engine.checkpoint import load_checkpoint
+from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint
 from pyg_sdfl.engine.distributed import DistributedContext
 from pyg_sdfl.engine.fine_tuning import backbone_frozen, parameter_groups, set_backbone_trainable
 from pyg_sdfl.engine.training import train
@@ -108,3 +108,12 @@ def test_freezing_is_refused_under_torchrun_before_anything_is_built(tmp_path: P
 def test_freezing_a_random_backbone_is_warned_about(tmp_path: Path, caplog) -> None:
     train(compose(TINY + ["train.epochs=1", "train.freeze_backbone_epochs=1"]), tmp_path)
     assert "freezes a backbone that starts from random weights" in caplog.text
+
+
+def test_resuming_with_another_backbone_lr_scale_is_refused(tmp_path: Path) -> None:
+    """The optimiser's groups are part of the run: the saved lrs would silently win (or the group count
+    differ), so a changed scale stops with what to do instead."""
+    train(compose(TINY + ["train.epochs=1"]), tmp_path)  # one group (scale 1, as every run before the key)
+    with pytest.raises(CheckpointError, match=r"backbone_lr_scale=1.0, the config says 0.5.*train.init_from"):
+        train(compose(TINY + ["train.epochs=2", "train.backbone_lr_scale=0.5", "train.resume=last"]), tmp_path)
+    train(compose(TINY + ["train.epochs=2", "train.resume=last"]), tmp_path)  # the same scale resumes
