@@ -3,7 +3,7 @@
     sdfl_300w.pt             the accurate 300-W model (ResNet-18, 160 px) in fp16 (see
                              :mod:`pyg_sdfl.engine.export`): ``Landmarker.from_pretrained("300w")``
     sdfl_300w_fast.pt        the small, fast 300-W model (half-width MobileNetV2, 128 px, the light
-                             head of ``experiment=fast_300w_light``):
+                             head, distilled from sdfl_300w.pt: ``experiment=fast_300w_light_distill``):
                              ``Landmarker.from_pretrained("300w-fast")``
     <detector>_box_mapping.json
                              that detector's box -> landmark square (haar, yuface, mtcnn, dlib),
