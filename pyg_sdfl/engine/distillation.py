@@ -31,7 +31,16 @@ from pyg_sdfl.weights import PRETRAINED, pretrained_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Teacher", "teacher_file", "load_teacher", "to_student_pixels", "distillation_loss"]
+__all__ = ["Teacher", "teacher_file", "load_teacher", "to_student_pixels", "distillation_loss", "checked_weight"]
+
+
+def checked_weight(weight: float) -> float:
+    """``train.distill.weight`` as a float in ``[0, 1]``; a ``ValueError`` saying what the ends mean otherwise."""
+    w = float(weight)
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"train.distill.weight={weight}: give a weight in [0, 1] (0: the labels alone, "
+                         f"1: the teacher alone)")
+    return w
 
 
 def teacher_file(spec: str) -> Path:
@@ -70,9 +79,7 @@ class Teacher:
     """
 
     def __init__(self, loaded: LoadedModel, weight: float, student_size: int, channels_last: bool = False) -> None:
-        if not 0.0 <= float(weight) <= 1.0:
-            raise ValueError(f"train.distill.weight={weight}: give a weight in [0, 1] (0: the labels alone, "
-                             f"1: the teacher alone)")
+        self.weight = checked_weight(weight)
         self.loaded = loaded
         self.model = loaded.model.eval()
         use_graph_backend(self.model, "fused")
@@ -80,7 +87,6 @@ class Teacher:
             self.model = self.model.to(memory_format=torch.channels_last)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
-        self.weight = float(weight)
         self.image_size = int(loaded.image_size)
         self.student_size = int(student_size)
 

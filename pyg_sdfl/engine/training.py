@@ -69,7 +69,7 @@ from pyg_sdfl.engine.checkpoint import (
 from pyg_sdfl.engine.distributed import (SINGLE_PROCESS, DistributedContext, all_reduce_sum, broadcast_object,
                                          rank_device)
 from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, predict, resolve_precision
-from pyg_sdfl.engine.distillation import Teacher, distillation_loss, load_teacher
+from pyg_sdfl.engine.distillation import Teacher, checked_weight, distillation_loss, load_teacher
 from pyg_sdfl.engine.fine_tuning import backbone_frozen, parameter_groups, set_backbone_trainable
 from pyg_sdfl.engine.sampling import GlobalBatchShards, epoch_generator, epoch_order
 from pyg_sdfl.graph import LandmarkGraph
@@ -483,10 +483,7 @@ def _on_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
 def _check_distill(cfg: DictConfig) -> None:
     """``train.distill`` checked before anything is built: a weight in [0, 1], and the loader's crops (the
     device crop loader cuts one view per face; the teacher needs its own at its crop size)."""
-    weight = float(cfg.train.distill.weight)
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"train.distill.weight={cfg.train.distill.weight}: give a weight in [0, 1] "
-                         f"(0: the labels alone, 1: the teacher alone)")
+    checked_weight(cfg.train.distill.weight)
     if cfg.train.distill.teacher and cfg.train.crops == "device":
         raise ValueError(f"train.distill.teacher={cfg.train.distill.teacher} needs train.crops=loader: the device "
                          f"crop loader cuts one view per face, the teacher needs its own at its crop size")
