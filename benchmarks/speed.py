@@ -522,7 +522,8 @@ def report(payload: Dict[str, Any], bkeys: Sequence[str], args: argparse.Namespa
                    f"({100 * f['head_share_of_flops']:.1f}%); parameters backbone {f['backbone_params'] / 1e6:.2f} M, "
                    f"head {f['head_params'] / 1e6:.2f} M.")
     out.append("\nONNX Runtime: head share of the model time (whole exported model against its backbone exported "
-               "alone):\n")
+               "alone), and the graph part's (against backbone + map-to-node exported alone: edge weighting, the "
+               "graph layers and the read-out):\n")
     out.append(onnx_share_table(payload["onnx_head_share"], bkeys))
     out.append("\nStaged profile (torch, fp32), graph head share of the sum of stages:\n")
     out.append(head_share_table(payload["staged"], bkeys))
@@ -532,16 +533,37 @@ def report(payload: Dict[str, Any], bkeys: Sequence[str], args: argparse.Namespa
     return "\n".join(out) + "\n"
 
 
-def onnx_backbone(spec: str, image_size: int) -> Any:
-    """The model's backbone alone, exported like the whole model (dynamo, dynamic batch), as an
-    ONNX Runtime module with the same threads: the ``backbone`` side of the ONNX head share."""
+class _ConvolutionalPart(torch.nn.Module):
+    """The model up to the graph: backbone, then map-to-node's maps ``(B, N*n, H, W)``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.map_to_node = model.backbone, model.head.map_to_node
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.map_to_node(self.backbone(images))[1]
+
+
+def onnx_part(spec: str, image_size: int, part: str) -> Any:
+    """A leading part of the model, ``"backbone"`` or ``"backbone+map_to_node"`` (the convolutional
+    part, where the head has map-to-node), exported like the whole model (dynamo, dynamic batch), as an
+    ONNX Runtime session with the same threads: the other side of the ONNX head shares. ``None`` for
+    ``"backbone+map_to_node"`` where the head has no map-to-node."""
     import onnxruntime as ort
 
     from pyg_sdfl.engine.checkpoint import load_model
 
-    backbone = load_model(model_file(spec)).model.backbone.eval()
+    model = load_model(model_file(spec)).model.eval()
+    if part == "backbone":
+        module = model.backbone
+    elif part == "backbone+map_to_node":
+        if not hasattr(model.head, "map_to_node"):
+            return None
+        module = _ConvolutionalPart(model)
+    else:
+        raise ValueError(f"unknown part {part!r}")
     s = int(image_size)
-    program = torch.onnx.export(backbone, (torch.zeros(2, 3, s, s),), dynamo=True, input_names=["images"],
+    program = torch.onnx.export(module, (torch.zeros(2, 3, s, s),), dynamo=True, input_names=["images"],
                                 dynamic_shapes=[{0: torch.export.Dim("batch", min=1, max=65536)}], verbose=False)
 
     options = ort.SessionOptions()
@@ -552,34 +574,49 @@ def onnx_backbone(spec: str, image_size: int) -> Any:
 
 def onnx_head_share(rows: Sequence[Row], faces: Faces, args: argparse.Namespace,
                     bkeys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    """The head's share of the ONNX Runtime model time, ``1 - backbone / whole``: the whole exported model
-    and its backbone exported alone, timed interleaved on the same crops at each batch (medians)."""
+    """The head's share of the ONNX Runtime model time, ``1 - backbone / whole``, and the graph
+    part's, ``1 - (backbone + map-to-node) / whole`` (edge weighting, the graph layers, the read-out):
+    the whole exported model and its leading parts exported alone, timed interleaved on the same crops
+    at each batch (medians)."""
     out: Dict[str, Dict[str, Any]] = {}
     for row in rows:
         if row.backend != "onnx" or row.precision != "fp32":
             continue
-        session = onnx_backbone(row.model, row.lm.image_size)
-        name = session.get_inputs()[0].name
+        sessions = {part: onnx_part(row.model, row.lm.image_size, part) for part in ("backbone", "backbone+map_to_node")}
+        sessions = {part: sess for part, sess in sessions.items() if sess is not None}
         out[row.model] = {}
         for key, batch in zip(bkeys, (1, args.batch)):
             x = model_input(row.lm, faces, range(batch)).numpy()
             # passes of several calls (20 at batch 1), so that the threads another runtime leaves
             # spinning hit only the first call of a pass
             calls = list(range(20 if batch == 1 else 3))
-            timed = time_methods({"whole": lambda _: row.lm.model(x), "backbone": lambda _: session.run(None, {name: x})},
-                                 calls, repeats=max(args.repeats, 3), warmup=max(args.warmup, 1))
+            methods: Dict[str, Callable[[Any], Any]] = {"whole": lambda _: row.lm.model(x)}
+            for part, sess in sessions.items():
+                methods[part] = (lambda sess: lambda _: sess.run(None, {sess.get_inputs()[0].name: x}))(sess)
+            timed = time_methods(methods, calls, repeats=max(args.repeats, 3), warmup=max(args.warmup, 1))
             whole, bb = timed["whole"]["median_ms"] / batch, timed["backbone"]["median_ms"] / batch
-            out[row.model][key] = {"whole_ms_per_face": whole, "backbone_ms_per_face": bb, "head_ms_per_face": whole - bb,
-                                   "head_share": 1.0 - bb / whole}
+            entry = {"whole_ms_per_face": whole, "backbone_ms_per_face": bb, "head_ms_per_face": whole - bb,
+                     "head_share": 1.0 - bb / whole}
+            if "backbone+map_to_node" in timed:
+                conv = timed["backbone+map_to_node"]["median_ms"] / batch
+                entry.update({"convolutional_ms_per_face": conv, "graph_part_ms_per_face": whole - conv,
+                              "graph_part_share": 1.0 - conv / whole})
+            out[row.model][key] = entry
     return out
 
 
 def onnx_share_table(shares: Dict[str, Dict[str, Any]], bkeys: Sequence[str]) -> str:
-    cols = [f"{k.replace('_', ' ')}: head ms/face (share of the model)" for k in bkeys]
+    """Rows model; per batch: the head's ms/face (share of the model) and the graph part's."""
+    cols = [f"{k.replace('_', ' ')}: {c} ms/face (share of the model)" for k in bkeys for c in ("head", "graph part")]
     lines = ["| model (ONNX Runtime, fp32) | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for model, by_batch in shares.items():
-        lines.append(f"| {model} | " + " | ".join(f"{by_batch[k]['head_ms_per_face']:.3f} ({100 * by_batch[k]['head_share']:.1f}%)"
-                                                 for k in bkeys) + " |")
+        cells = []
+        for k in bkeys:
+            e = by_batch[k]
+            cells.append(f"{e['head_ms_per_face']:.3f} ({100 * e['head_share']:.1f}%)")
+            cells.append(f"{e['graph_part_ms_per_face']:.3f} ({100 * e['graph_part_share']:.1f}%)"
+                         if "graph_part_share" in e else "-")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -80,3 +80,29 @@ def test_matrix_rows_ratios_and_tables(speed, setup):
     table = speed.matrix_table(matrix, dlib, ["batch_1", "batch_2"])
     assert "| 300w | torch | pyg | fp32 |" in table and "| dlib 68-point shape predictor |" in table
     assert "dlib 68-point" not in speed.matrix_table(matrix, {"skipped": "no dlib"}, ["batch_1", "batch_2"])
+
+
+def test_onnx_parts_compute_what_the_model_computes(speed):
+    """The leading parts that the ONNX head shares time against: the backbone alone, and backbone +
+    map-to-node, under ONNX Runtime, equal the torch modules (the fast model: the smaller export)."""
+    import torch
+
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
+    pytest.importorskip("onnxscript", reason="the [onnx] extra (onnxscript) is not installed")
+    from pyg_sdfl.engine.checkpoint import load_model
+
+    model = load_model(speed.model_file("300w-fast")).model.eval()
+    s = model.image_size
+    x = torch.randn(3, 3, s, s)
+    with torch.inference_mode():
+        expected = {"backbone": model.backbone(x), "backbone+map_to_node": model.head.map_to_node(model.backbone(x))[1]}
+    for part, want in expected.items():
+        session = speed.onnx_part("300w-fast", s, part)
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert got.shape == tuple(want.shape)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown part"):
+        speed.onnx_part("300w-fast", s, "head")
+    share = {"head_ms_per_face": 1.0, "head_share": 0.1, "graph_part_ms_per_face": 0.25, "graph_part_share": 0.025}
+    table = speed.onnx_share_table({"300w-fast": {"batch_1": share, "batch_2": dict(share)}}, ["batch_1", "batch_2"])
+    assert "| 300w-fast | 1.000 (10.0%) | 0.250 (2.5%) | 1.000 (10.0%) | 0.250 (2.5%) |" in table
