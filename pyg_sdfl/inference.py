@@ -25,8 +25,8 @@ as an upright face, which is what it saw most at training time.
 
 Predictions come back through the inverse of the crop's affine map, in original-image pixel
 coordinates (0-based pixel centres). Faces of all images of a call go through the model in
-batches. Large faces are first shrunk (area interpolation) so that the final bilinear warp never
-downsamples by more than 2x; the warp itself touches only the output pixels.
+batches. Large faces are first halved (means of 2 x 2 pixels, as often as needed) so that the final
+bilinear warp never downsamples by more than 2x; the warp itself touches only the output pixels.
 """
 from __future__ import annotations
 
