@@ -460,8 +460,9 @@ def _runtime_arguments(parser: argparse.ArgumentParser, default_precision: str) 
     """--model, --backend, --precision, --threads: which shipped model, what runs it, in which precision, on how
     many CPU threads."""
     parser.add_argument("--model", default=None, choices=_pretrained_names(),
-                        help="the shipped model when no --checkpoint is given: 300w (accurate, the default) or "
-                             "300w-fast (small and fast); see docs/predict.md#speed")
+                        help="the shipped model when no --checkpoint is given: 300w (accurate, the default), "
+                             "300w-fast (small and fast) or 300w-fast-160 (the small network at 160 px: between the "
+                             "two); see docs/predict.md#speed")
     parser.add_argument("--backend", default=None, choices=["torch", "onnx"],
                         help="torch, or onnx (ONNX Runtime, the [onnx] extra; a torch file is exported in memory "
                              "first); default: onnx for a .onnx --checkpoint, else torch")

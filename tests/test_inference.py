@@ -406,30 +406,33 @@ def test_shipped_weights_on_real_test_faces(w300_root):
     assert np.median(detected_err) < 0.15, detected_err
 
 
-FAST = pretrained_path("300w-fast")
+FAST = {"300w-fast": 128, "300w-fast-160": 160}  # the small models and their crop sizes
 
 
 def test_shipped_models_are_listed_by_one_function():
     from pyg_sdfl.weights import PRETRAINED, available_pretrained
 
-    assert set(PRETRAINED) == {"300w", "300w-fast"}
+    assert set(PRETRAINED) == {"300w", *FAST}
     assert available_pretrained() == [name for name in PRETRAINED if pretrained_path(name).is_file()]
-    with pytest.raises(ValueError, match=r"unknown pretrained model 'wflw'; known: \['300w', '300w-fast'\]"):
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'wflw'; known: \['300w', '300w-fast', '300w-fast-160'\]"):
         pretrained_path("wflw")
 
 
-@pytest.mark.skipif(not FAST.is_file(), reason=f"{FAST.name} is absent")
-def test_fast_model_loads_strictly_is_small_and_predicts_real_faces(w300_root):
-    """The small model ("300w-fast"): under 10 MB, strict load, and on real LFPW test faces (never
-    trained or selected on) a loose bound on the NME through the accuracy protocol's crop."""
+@pytest.mark.parametrize("name", list(FAST))
+def test_fast_model_loads_strictly_is_small_and_predicts_real_faces(name, w300_root):
+    """A small model: under 10 MB, strict load, and on real LFPW test faces (never trained or
+    selected on) a loose bound on the NME through the accuracy protocol's crop."""
     from pyg_sdfl.data import read_300w
     from pyg_sdfl.metrics import nme
 
-    assert FAST.stat().st_size <= 10 * 2**20
-    raw = torch.load(FAST, map_location="cpu", weights_only=True)
+    path = pretrained_path(name)
+    if not path.is_file():
+        pytest.skip(f"{path.name} is absent")
+    assert path.stat().st_size <= 10 * 2**20
+    raw = torch.load(path, map_location="cpu", weights_only=True)
     assert raw["scheme"] == "300w" and raw["config"]["backbone"]["name"] == "mobilenetv2_050"
-    lm = Landmarker.from_pretrained("300w-fast", precision="fp32", detector="haar")
-    assert lm.image_size == 128 and lm.scheme.num_points == 68
+    lm = Landmarker.from_pretrained(name, precision="fp32", detector="haar")
+    assert lm.image_size == FAST[name] and lm.scheme.num_points == 68
     samples = read_300w(w300_root, folders=["test/lfpw"])[::28][:8]
     preds = [lm.predict(s.load_image(), boxes=[np.concatenate([s.landmarks.min(axis=0), s.landmarks.max(axis=0)])])[0]
              .landmarks for s in samples]
