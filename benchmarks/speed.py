@@ -53,7 +53,9 @@ inside ``torch.inference_mode``):
 
 The staged output is checked against the model's own ``forward`` and ``Landmarker.predict``, and the
 unsplit pipeline is timed too (``end_to_end``). The head share (head stages / sum of stages) at
-batch 1 and 32 is the issue-13 figure (target: <= 5% for the shipped model at batch 1).
+batch 1 and 32 is the issue-13 figure (target: <= 5% for the shipped model at batch 1); under ONNX
+Runtime it is ``1 - backbone / whole`` with the backbone exported alone, and the graph part's share
+``1 - (backbone + map-to-node) / whole`` (:func:`onnx_head_share`).
 
 **Protocol.** ``--threads`` torch threads (default 2) and as many ONNX Runtime intra-op threads,
 OpenCV 1 thread, dlib single-threaded; inference mode. Matrix: ``--warmup`` untimed passes, then
