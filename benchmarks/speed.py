@@ -1,7 +1,7 @@
 """CPU inference speed: every shipped model on every backend, beside dlib, and the cost of every stage.
 
     python benchmarks/speed.py --root ../shared/data/300w --out results/speed_cpu.json \\
-        --markdown results/speed_cpu.md                       # shipped models ("300w", "300w-fast")
+        --markdown results/speed_cpu.md                       # every shipped model (available_pretrained)
     python benchmarks/speed.py --models 300w outputs/RUN/best.ckpt --int8   # a name and a file; + ONNX int8
     python benchmarks/speed.py --root ../shared/data/300w --faces 4 --batch 4 --repeats 1 --warmup 0  # smoke
 
@@ -594,7 +594,8 @@ def onnx_head_share(rows: Sequence[Row], faces: Faces, args: argparse.Namespace,
             calls = list(range(20 if batch == 1 else 3))
             methods: Dict[str, Callable[[Any], Any]] = {"whole": lambda _: row.lm.model(x)}
             for part, sess in sessions.items():
-                methods[part] = (lambda sess: lambda _: sess.run(None, {sess.get_inputs()[0].name: x}))(sess)
+                feed = {sess.get_inputs()[0].name: x}  # looked up once, outside the timed calls
+                methods[part] = (lambda sess, feed: lambda _: sess.run(None, feed))(sess, feed)
             timed = time_methods(methods, calls, repeats=max(args.repeats, 3), warmup=max(args.warmup, 1))
             whole, bb = timed["whole"]["median_ms"] / batch, timed["backbone"]["median_ms"] / batch
             entry = {"whole_ms_per_face": whole, "backbone_ms_per_face": bb, "head_ms_per_face": whole - bb,
