@@ -51,6 +51,7 @@ from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, resol
 from pyg_sdfl.geometry import (box_square, check_boxes, crop_matrix, crop_to_image, line_angle,
                                oriented_landmark_square, square_to_box)
 from pyg_sdfl.nn.flip_average import FlipAverage
+from pyg_sdfl.resampling import halved
 from pyg_sdfl.nn.heads import use_graph_backend
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
@@ -164,13 +165,8 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, out_size: int, max_downscal
     y0, y1 = _whole_reduced_pixels(max(int(lo[1]), 0), min(int(hi[1]), H), H, f)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((out_size, out_size, 3), dtype=np.uint8)
-    roi = image[y0:y1, x0:x1]
-    pad_x, pad_y = -(x1 - x0) % f, -(y1 - y0) % f  # only where the region spans the image: outside is black
-    if pad_x or pad_y:
-        roi = cv2.copyMakeBorder(roi, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    small = roi
-    for _ in range(halvings):
-        small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    # padded (black) only where the region spans the image: outside is black anyway
+    small = halved(image[y0:y1, x0:x1], halvings, cv2.BORDER_CONSTANT)
     # q = (p + 0.5 - origin) / f - 0.5 maps original pixel centres to the reduced image's;
     # the warp needs M o q^-1, with q^-1(q) = f (q + 0.5) - 0.5 + origin
     inv_off = np.array([0.5 * f - 0.5 + x0, 0.5 * f - 0.5 + y0])

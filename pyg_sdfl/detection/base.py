@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from pyg_sdfl.geometry import check_boxes
+from pyg_sdfl.resampling import halved
 
 __all__ = ["Detection", "Detector", "check_image", "check_detections", "reduced_copy"]
 
@@ -104,14 +105,9 @@ def reduced_copy(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, float, f
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     halvings = max(0, math.floor(math.log2(1.0 / factor) + 1e-9))
     f = 2**halvings
-    pad_x, pad_y = -w % f, -h % f  # the copy covers the padded frame, (w + pad_x) x (h + pad_y)
-    if pad_x or pad_y:
-        image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
-    for _ in range(halvings):
-        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    if (image.shape[1], image.shape[0]) != size:
-        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    return image, (w + pad_x) / image.shape[1], (h + pad_y) / image.shape[0]
+    small = halved(image, halvings)  # covers the padded frame, f * its size in original pixels
+    copy = small if (small.shape[1], small.shape[0]) == size else cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
+    return copy, f * small.shape[1] / copy.shape[1], f * small.shape[0] / copy.shape[0]
 
 
 def check_detections(detections: Any, image_shape: Sequence[int]) -> List[Detection]:
