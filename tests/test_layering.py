@@ -2,8 +2,8 @@
 
 Layers, lowest first; a module may import from its own layer or a lower one, never a higher one:
 
-    0  config, schemes, geometry, json_files,        conventions, shipped files, reading JSON
-       _compat, weights
+    0  config, schemes, geometry, resampling,        conventions, shipped files, reading JSON,
+       json_files, _compat, weights                    image halving
     1  data, graph, metrics, losses, detection,        files -> samples -> crops; graphs; scores;
        peers, plotting                                 face detectors; the dlib comparison model; figures
     2  nn                                              modules: tensors in, tensors out
@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pyg_sdfl"
 
 LAYERS: Dict[str, int] = {
-    "config": 0, "schemes": 0, "geometry": 0, "json_files": 0, "_compat": 0, "weights": 0, "configs": 0,
+    "config": 0, "schemes": 0, "geometry": 0, "resampling": 0, "json_files": 0, "_compat": 0, "weights": 0,
+    "configs": 0,
     "data": 1, "graph": 1, "metrics": 1, "losses": 1, "detection": 1, "peers": 1, "plotting": 1,
     "nn": 2,
     "engine": 3,
