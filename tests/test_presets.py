@@ -44,9 +44,9 @@ def test_preset_composes_to_the_sweep_protocol(preset: str) -> None:
     assert cfg.head._target_ == "pyg_sdfl.nn.heads.SDFLHead" and cfg.head.dynamic and cfg.head.softmax_over == "target"
     assert cfg.loss.point._target_ == "pyg_sdfl.losses.SoftWingLoss" and cfg.loss.lambda_ == 1.0
     assert cfg.graph.k == 3 and cfg.graph.mode == "separate" and cfg.graph.path is None
-    assert cfg.train.epochs == 20 and cfg.train.batch_size == 32 and cfg.train.precision == "bf16"
+    assert cfg.train.epochs == 40 and cfg.train.batch_size == 32 and cfg.train.precision == "bf16"
     assert cfg.train.channels_last and cfg.train.optimizer._target_ == "torch.optim.AdamW"
-    assert cfg.train.optimizer.lr == pytest.approx(3e-4) and list(cfg.train.scheduler.milestones) == [13, 17]
+    assert cfg.train.optimizer.lr == pytest.approx(3e-4) and list(cfg.train.scheduler.milestones) == [24, 34]
     assert cfg.train.val_every == 1 and cfg.train.max_steps_per_epoch is None
     assert list(cfg.evaluate.splits) == ["val", "test"] and cfg.evaluate.threshold == pytest.approx(0.1)
     assert "hydra" not in cfg
