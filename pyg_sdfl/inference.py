@@ -51,8 +51,8 @@ from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, resol
 from pyg_sdfl.geometry import (box_square, check_boxes, crop_matrix, crop_to_image, line_angle,
                                oriented_landmark_square, square_to_box)
 from pyg_sdfl.nn.flip_average import FlipAverage
-from pyg_sdfl.resampling import halved
 from pyg_sdfl.nn.heads import use_graph_backend
+from pyg_sdfl.resampling import halved
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
 __all__ = ["FALLBACK_DETECTOR", "Face", "Landmarker", "default_detector_name", "draw_faces",
