@@ -30,6 +30,12 @@ in all four presets, so the real sweep ran it once, in ``head_comparison``. A ta
 has no reference run for a seed takes that seed's ``head_comparison`` SDFL run instead, after checking
 that its config equals the table's own runs on every setting those runs share (the run's own preset
 wins when both exist).
+
+Graph backend: ``train.graph_backend=fused`` trains the SDFL head on the gather path instead of PyG's
+scatter path (the same function and gradients to float rounding; ``tests/engine/test_training.py``),
+e.g. to afford the dense graph of the k sweep. A table whose runs used it says which (:attr:`ComparisonTable.
+graph_backends`, a note under the table); a reference run on another backend is not borrowed (the
+config check above), so such a table needs its own reference runs.
 """
 from __future__ import annotations
 
@@ -385,6 +391,8 @@ class ComparisonTable:
     borrowed: List[str] = field(default_factory=list)  # reference run ids taken from head_comparison
     borrowed_seeds: List[Any] = field(default_factory=list)  # their seeds
     num_points: Optional[int] = None  # landmarks per face (the dense graph is k = N-1)
+    #: ``train.graph_backend`` -> run ids, for the table's runs on a backend other than ``pyg`` (empty: all on pyg)
+    graph_backends: Dict[str, List[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -568,7 +576,19 @@ def build_table(spec: TableSpec, runs: Sequence[Run], split: str = "test", subse
                         "runs exported before they were kept): no paired statistics for their rows")
     borrowed.sort(key=lambda r: r.id)
     return ComparisonTable(spec=spec, rows=rows, borrowed=[r.id for r in borrowed],
-                           borrowed_seeds=sorted({r.seed for r in borrowed}, key=_seed_key), num_points=num_points), ""
+                           borrowed_seeds=sorted({r.seed for r in borrowed}, key=_seed_key), num_points=num_points,
+                           graph_backends=_graph_backends(members)), ""
+
+
+def _graph_backends(runs: Sequence[Run]) -> Dict[str, List[str]]:
+    """``train.graph_backend`` -> sorted run ids, for the runs not on the reference path ``pyg`` (runs
+    from before the key existed count as ``pyg``)."""
+    out: Dict[str, List[str]] = {}
+    for r in sorted(runs, key=lambda r: r.id):
+        backend = r.config.get("train.graph_backend") or "pyg"
+        if backend != "pyg":
+            out.setdefault(str(backend), []).append(r.id)
+    return out
 
 
 def build_comparison(runs: Sequence[Run], split: str = "test", subset: str = "all",
@@ -704,6 +724,11 @@ def render_table(table: ComparisonTable, threshold_pct: str = "10") -> str:
         notes.append(f"Reference row {spec.key}={spec.reference}, seed(s) {seeds}: this preset ran no reference run "
                      f"for them; taken from the {REFERENCE_EXPERIMENT} SDFL run(s) with the identical config: "
                      f"{', '.join(table.borrowed)}.")
+    for backend, ids in table.graph_backends.items():
+        on_pyg = sum(len(row["runs"]) for row in table.rows) - len(ids)
+        notes.append(f"Graph backend: {len(ids)} run(s) trained the SDFL head with train.graph_backend={backend} "
+                     f"(the same function and gradients as PyG's scatter path to float rounding), "
+                     f"{'the other ' + str(on_pyg) if on_pyg else 'none'} on pyg: {', '.join(ids)}.")
     if spec.key == "graph.k" and table.num_points is not None:
         notes.append(f"k = N-1 = {table.num_points - 1} is the dense graph (every landmark a neighbour of every other).")
     return "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
@@ -773,7 +798,8 @@ def summary_dict(comparison: Comparison) -> Dict[str, Any]:
             t.spec.name: {"title": t.spec.title, "experiment": t.spec.experiment, "key": t.spec.key,
                           "reference": t.spec.reference, "reference_borrowed_from": t.borrowed,
                           "reference_borrowed_seeds": t.borrowed_seeds,
-                          "num_points": t.num_points, "rows": t.rows}
+                          "num_points": t.num_points, "rows": t.rows,
+                          **({"graph_backends": t.graph_backends} if t.graph_backends else {})}
             for t in comparison.tables
         },
         "skipped": comparison.skipped,

@@ -641,3 +641,38 @@ def test_committed_tables_rebuild_byte_for_byte(tmp_path, capsys) -> None:
     capsys.readouterr()
     for name in ("tables.md", "summary.json"):
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def test_a_k_sweep_on_the_fused_backend_keeps_its_own_reference_and_says_so(tmp_path) -> None:
+    # the dense k costs 2-3x a sparse run on PyG's scatter path: the k sweep may train on the fused gather path;
+    # the pyg head_comparison reference is then not borrowed, the sweep's own k=3 runs are its reference
+    root = tmp_path / "runs"
+    fused = lambda c: c["train"].update(graph_backend="fused")  # noqa: E731
+    for seed in (0, 1):
+        make_run(root, "head_comparison", seed, 0.050, 0.060, head="sdfl")
+        for k, nme in ((3, 0.051), (67, 0.056)):
+            make_run(root, "k_sweep", seed, nme + 0.001 * seed, nme + 0.01, k=k, edit=fused)
+    warnings = []
+    built = comparison.build_comparison(comparison.load_runs([root]), warnings=warnings)
+    table = _table(built, "k_sweep")
+    assert table.borrowed == [] and _row(table, 3)["runs"] == ["k_sweep/graph.k=3,seed=0", "k_sweep/graph.k=3,seed=1"]
+    assert _row(table, 3)["nme_values"] == pytest.approx([0.051, 0.052])
+    assert table.graph_backends == {"fused": sorted(_row(table, 3)["runs"] + _row(table, 67)["runs"])}
+    assert _table(built, "heads").graph_backends == {}
+    assert not any("borrowing" in w for w in warnings), warnings  # every seed has its own reference
+    text = comparison.render_markdown(built)
+    assert ("Graph backend: 4 run(s) trained the SDFL head with train.graph_backend=fused (the same function and "
+            "gradients as PyG's scatter path to float rounding), none on pyg: k_sweep/graph.k=3,seed=0,") in text
+    assert text.count("Graph backend:") == 1  # the heads table ran on pyg: no note
+    summary = comparison.summary_dict(built)
+    assert summary["tables"]["k_sweep"]["graph_backends"] == {"fused": table.graph_backends["fused"]}
+    assert "graph_backends" not in summary["tables"]["heads"]
+    # without its own k=3 runs the fused sweep has no reference: the pyg one is refused, by name
+    other = tmp_path / "other"
+    make_run(other, "head_comparison", 0, 0.050, 0.060, head="sdfl")
+    make_run(other, "k_sweep", 0, 0.056, 0.066, k=67, edit=fused)
+    warnings = []
+    built = comparison.build_comparison(comparison.load_runs([other]), warnings=warnings)
+    assert "k_sweep" in built.skipped
+    assert any("not borrowing head_comparison/head=sdfl,seed=0" in w and "train.graph_backend='pyg' (vs 'fused')" in w
+               for w in warnings), warnings
