@@ -162,8 +162,10 @@ def _per_face(value: Any, path: Path) -> Dict[str, np.ndarray]:
     return out
 
 
-#: config keys that differ between runs without defining a condition
-IGNORED_KEYS: Tuple[str, ...] = ("seed", "dataset.root", "train.resume", "graph.path", "device")
+#: config keys that differ between runs without defining a condition: the seed, paths, and where and on how
+#: many threads a run computed (a joblib sweep's ``threads=auto`` and a lone run's ``threads=1`` train the same
+#: model; the sweep presets leave them out of the run folders' names for the same reason)
+IGNORED_KEYS: Tuple[str, ...] = ("seed", "dataset.root", "train.resume", "graph.path", "device", "threads")
 
 
 def varying_keys(records: Sequence[RunRecord], ignore: Sequence[str] = IGNORED_KEYS) -> List[str]:

@@ -676,3 +676,15 @@ def test_a_k_sweep_on_the_fused_backend_keeps_its_own_reference_and_says_so(tmp_
     assert "k_sweep" in built.skipped
     assert any("not borrowing head_comparison/head=sdfl,seed=0" in w and "train.graph_backend='pyg' (vs 'fused')" in w
                for w in warnings), warnings
+
+
+def test_a_run_on_another_thread_count_is_still_borrowed(tmp_path) -> None:
+    # the head comparison ran on joblib (threads=auto), a lone ablation run with threads=1: the same model
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(root, "head_comparison", seed, 0.05, 0.06, head="sdfl")
+        make_run(root, "ablation", seed, 0.051, 0.061, variant="binary_adjacency", edit=lambda c: c.update(threads=1))
+    warnings = []
+    built = comparison.build_comparison(comparison.load_runs([root]), warnings=warnings)
+    assert _table(built, "ablation").borrowed == ["head_comparison/head=sdfl,seed=0", "head_comparison/head=sdfl,seed=1"]
+    assert not any("not borrowing" in w for w in warnings), warnings
