@@ -2,6 +2,7 @@
 
     python benchmarks/train_levers.py --out results/train_levers_cpu.json
     python benchmarks/train_levers.py --image-size 96 --threads 1 --compile
+    python benchmarks/train_levers.py --k 67 --threads 1      # the dense graph: PyG's scatter path vs the fused one
 
 One training step is what ``pyg_sdfl.engine.training`` does per batch: forward (under autocast when
 bf16), the configured loss (Soft Wing + relative location) in fp32, backward, AdamW step. The model
@@ -47,6 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--head", default="sdfl")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--k", type=int, default=3, help="neighbours per landmark of the (random) 68-point graph; 67: dense")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=3, help="timed steps per lever per round")
     p.add_argument("--rounds", type=int, default=3)
@@ -62,7 +64,7 @@ def make_step(args: argparse.Namespace, precision: str, channels_last: bool, com
     with initialize_config_module("pyg_sdfl.configs", version_base="1.3"):
         cfg = compose("config", overrides=[f"backbone={args.backbone}", f"head={args.head}", "dataset=synthetic",
                                            f"dataset.image_size={args.image_size}"])
-    graph = random_graph(68, 3, seed=0)
+    graph = random_graph(68, args.k, seed=0)
     torch.manual_seed(0)
     model = build_model(cfg, graph, 68)
     use_graph_backend(model, graph_backend)  # other heads than SDFL have one path: the lever is then a repeat
