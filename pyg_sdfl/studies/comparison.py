@@ -724,11 +724,11 @@ def render_table(table: ComparisonTable, threshold_pct: str = "10") -> str:
         notes.append(f"Reference row {spec.key}={spec.reference}, seed(s) {seeds}: this preset ran no reference run "
                      f"for them; taken from the {REFERENCE_EXPERIMENT} SDFL run(s) with the identical config: "
                      f"{', '.join(table.borrowed)}.")
+    total = sum(len(row["runs"]) for row in table.rows)
     for backend, ids in table.graph_backends.items():
-        on_pyg = sum(len(row["runs"]) for row in table.rows) - len(ids)
-        notes.append(f"Graph backend: {len(ids)} run(s) trained the SDFL head with train.graph_backend={backend} "
-                     f"(the same function and gradients as PyG's scatter path to float rounding), "
-                     f"{'the other ' + str(on_pyg) if on_pyg else 'none'} on pyg: {', '.join(ids)}.")
+        which = f"All {total} runs" if len(ids) == total else f"{len(ids)} of the {total} runs (the others on pyg)"
+        notes.append(f"Graph backend: {which} trained the SDFL head with train.graph_backend={backend} (the same "
+                     f"function and gradients as PyG's scatter path to float rounding): {', '.join(ids)}.")
     if spec.key == "graph.k" and table.num_points is not None:
         notes.append(f"k = N-1 = {table.num_points - 1} is the dense graph (every landmark a neighbour of every other).")
     return "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)

@@ -661,8 +661,8 @@ def test_a_k_sweep_on_the_fused_backend_keeps_its_own_reference_and_says_so(tmp_
     assert _table(built, "heads").graph_backends == {}
     assert not any("borrowing" in w for w in warnings), warnings  # every seed has its own reference
     text = comparison.render_markdown(built)
-    assert ("Graph backend: 4 run(s) trained the SDFL head with train.graph_backend=fused (the same function and "
-            "gradients as PyG's scatter path to float rounding), none on pyg: k_sweep/graph.k=3,seed=0,") in text
+    assert ("Graph backend: All 4 runs trained the SDFL head with train.graph_backend=fused (the same function and "
+            "gradients as PyG's scatter path to float rounding): k_sweep/graph.k=3,seed=0,") in text
     assert text.count("Graph backend:") == 1  # the heads table ran on pyg: no note
     summary = comparison.summary_dict(built)
     assert summary["tables"]["k_sweep"]["graph_backends"] == {"fused": table.graph_backends["fused"]}
@@ -688,3 +688,14 @@ def test_a_run_on_another_thread_count_is_still_borrowed(tmp_path) -> None:
     built = comparison.build_comparison(comparison.load_runs([root]), warnings=warnings)
     assert _table(built, "ablation").borrowed == ["head_comparison/head=sdfl,seed=0", "head_comparison/head=sdfl,seed=1"]
     assert not any("not borrowing" in w for w in warnings), warnings
+
+
+def test_a_table_mixing_backends_counts_them(tmp_path) -> None:
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(root, "k_sweep", seed, 0.051, 0.061, k=3)
+        make_run(root, "k_sweep", seed, 0.056, 0.066, k=67, edit=lambda c: c["train"].update(graph_backend="fused"))
+    table = _table(comparison.build_comparison(comparison.load_runs([root])), "k_sweep")
+    assert table.graph_backends == {"fused": ["k_sweep/graph.k=67,seed=0", "k_sweep/graph.k=67,seed=1"]}
+    assert ("Graph backend: 2 of the 4 runs (the others on pyg) trained the SDFL head with train.graph_backend=fused"
+            in comparison.render_table(table))
