@@ -643,15 +643,19 @@ def test_committed_tables_rebuild_byte_for_byte(tmp_path, capsys) -> None:
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
 
 
+def _on_fused(config: Dict[str, Any]) -> None:
+    """``make_run(edit=...)``: the run trained with ``train.graph_backend=fused``."""
+    config["train"].update(graph_backend="fused")
+
+
 def test_a_k_sweep_on_the_fused_backend_keeps_its_own_reference_and_says_so(tmp_path) -> None:
     # the dense k costs 2-3x a sparse run on PyG's scatter path: the k sweep may train on the fused gather path;
     # the pyg head_comparison reference is then not borrowed, the sweep's own k=3 runs are its reference
     root = tmp_path / "runs"
-    fused = lambda c: c["train"].update(graph_backend="fused")  # noqa: E731
     for seed in (0, 1):
         make_run(root, "head_comparison", seed, 0.050, 0.060, head="sdfl")
         for k, nme in ((3, 0.051), (67, 0.056)):
-            make_run(root, "k_sweep", seed, nme + 0.001 * seed, nme + 0.01, k=k, edit=fused)
+            make_run(root, "k_sweep", seed, nme + 0.001 * seed, nme + 0.01, k=k, edit=_on_fused)
     warnings = []
     built = comparison.build_comparison(comparison.load_runs([root]), warnings=warnings)
     table = _table(built, "k_sweep")
@@ -670,7 +674,7 @@ def test_a_k_sweep_on_the_fused_backend_keeps_its_own_reference_and_says_so(tmp_
     # without its own k=3 runs the fused sweep has no reference: the pyg one is refused, by name
     other = tmp_path / "other"
     make_run(other, "head_comparison", 0, 0.050, 0.060, head="sdfl")
-    make_run(other, "k_sweep", 0, 0.056, 0.066, k=67, edit=fused)
+    make_run(other, "k_sweep", 0, 0.056, 0.066, k=67, edit=_on_fused)
     warnings = []
     built = comparison.build_comparison(comparison.load_runs([other]), warnings=warnings)
     assert "k_sweep" in built.skipped
@@ -694,7 +698,7 @@ def test_a_table_mixing_backends_counts_them(tmp_path) -> None:
     root = tmp_path / "runs"
     for seed in (0, 1):
         make_run(root, "k_sweep", seed, 0.051, 0.061, k=3)
-        make_run(root, "k_sweep", seed, 0.056, 0.066, k=67, edit=lambda c: c["train"].update(graph_backend="fused"))
+        make_run(root, "k_sweep", seed, 0.056, 0.066, k=67, edit=_on_fused)
     table = _table(comparison.build_comparison(comparison.load_runs([root])), "k_sweep")
     assert table.graph_backends == {"fused": ["k_sweep/graph.k=67,seed=0", "k_sweep/graph.k=67,seed=1"]}
     assert ("Graph backend: 2 of the 4 runs (the others on pyg) trained the SDFL head with train.graph_backend=fused"
