@@ -72,6 +72,7 @@ from pyg_sdfl.engine.evaluation import cpu_bf16_flags, precision_autocast, predi
 from pyg_sdfl.engine.distillation import Teacher, checked_weight, distillation_loss, load_teacher
 from pyg_sdfl.engine.fine_tuning import backbone_frozen, parameter_groups, set_backbone_trainable
 from pyg_sdfl.engine.sampling import GlobalBatchShards, epoch_generator, epoch_order
+from pyg_sdfl.engine.size_transfer import transfer_map_weights
 from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.metrics import nme as per_face_nme
 from pyg_sdfl.metrics import summarize
@@ -135,10 +136,24 @@ def check_compatible(state: Dict[str, Any], scheme_name: str, graph: LandmarkGra
 
 def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: LandmarkGraph) -> None:
     """Fine-tuning: the weights of ``path`` (a training checkpoint or an exported file), loaded strictly
-    into ``model``; the optimiser, schedule and epoch count start fresh (unlike ``train.resume``)."""
+    into ``model``; the optimiser, schedule and epoch count start fresh (unlike ``train.resume``).
+
+    A file trained at another ``dataset.image_size`` (same backbone and head) is fine-tuned at this one:
+    the head's map-reading weights are resampled to this feature-map size
+    (:func:`~pyg_sdfl.engine.size_transfer.transfer_map_weights`), and the log names them."""
     ckpt = load_checkpoint(path, map_location="cpu")
     check_compatible(ckpt, scheme_name, graph, f"train.init_from={path}")
-    load_state_dict_strict(model, float_state(ckpt["model"]), what=f"train.init_from={path}")
+    state = float_state(ckpt["model"])
+    trained_size = ((ckpt.get("config") or {}).get("dataset") or {}).get("image_size")
+    feature_size = getattr(model.head, "feature_size", None)  # every built-in head has it; else a strict load
+    if trained_size is not None and int(trained_size) != model.image_size and feature_size is not None:
+        stride = model.image_size // int(feature_size[0])
+        old, new = (int(trained_size) // stride,) * 2, tuple(int(v) for v in feature_size)
+        state, resampled = transfer_map_weights(model.state_dict(), state, old, new)
+        log.info("train.init_from: %s was trained on %d px crops (%dx%d map), this run uses %d px (%dx%d): "
+                 "%s resampled as the adjoint of area pooling", path, int(trained_size), *old, model.image_size,
+                 *new, ", ".join(resampled) or "no weight")
+    load_state_dict_strict(model, state, what=f"train.init_from={path}")
     log.info("weights initialised from %s (epoch %s of that run); optimiser and schedule start fresh", path,
              ckpt.get("epoch", (ckpt.get("meta") or {}).get("epoch")))
 

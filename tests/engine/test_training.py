@@ -15,6 +15,7 @@ from pyg_sdfl.engine.builders import build_datasets, build_graph, build_model, l
 from pyg_sdfl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyg_sdfl.engine.evaluation import evaluate
 from pyg_sdfl.engine import training as training_module
+from pyg_sdfl.engine.size_transfer import resample_map_weight
 from pyg_sdfl.engine.training import TrainingDiverged, train
 
 TINY = [
@@ -206,6 +207,23 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
     assert params and all(torch.equal(tuned["model"][k], source["model"][k]) for k in params)
     with pytest.raises(CheckpointError, match=r"train.init_from=.*last.ckpt: the checkpoint's landmark graph \(k=3"):
         train(tiny_cfg("train.epochs=1", f"train.init_from={first / 'last.ckpt'}", "graph.k=2"), tmp_path / "third")
+
+
+def test_init_from_a_model_trained_at_another_crop_size_resamples_its_map_reading_weights(tmp_path, caplog):
+    first = tmp_path / "first"  # 64 px crops: a 2 x 2 map
+    train(tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1"), first)
+    source = load_checkpoint(first / "last.ckpt")["model"]
+    cfg = tiny_cfg("train.epochs=1", "train.max_steps_per_epoch=1", "train.optimizer.lr=0", "dataset.image_size=96",
+                   f"train.init_from={first / 'last.ckpt'}")
+    with caplog.at_level("INFO", logger="pyg_sdfl.engine.training"):
+        train(cfg, tmp_path / "second")  # 96 px: 3 x 3
+    keys = ["head.input_block.conv.lin_self.weight", "head.input_block.conv.lin_nb.weight"]
+    assert f"trained on 64 px crops (2x2 map), this run uses 96 px (3x3): {', '.join(keys)} resampled" in caplog.text
+    tuned = load_checkpoint(tmp_path / "second" / "last.ckpt")["model"]
+    for key in keys:
+        torch.testing.assert_close(tuned[key], resample_map_weight(source[key], (2, 2), (3, 3)))
+    params = [k for k in source if k not in keys and "running_" not in k and "num_batches" not in k]
+    assert params and all(torch.equal(tuned[k], source[k]) for k in params)
 
 
 def test_resume_auto_starts_fresh_or_continues_what_is_there(tmp_path):
