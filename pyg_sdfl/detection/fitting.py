@@ -10,7 +10,7 @@ detector on every training image, pair the detection that matches the annotated 
   :class:`~pyg_sdfl.detection.keypoint_mapping.KeypointMapping` (roll and size from them; the centre
   from them or from the box, whichever fits better), with the box mapping inside as its fallback.
 
-Why the box is the default (``benchmarks/first_crop.py``, shipped model, 2-core Xeon VM): on
+Why the box is the default (``benchmarks/first_crop.py``, the 160 px model shipped then, 2-core Xeon VM): on
 300-W test/lfpw the keypoint mapping's first crop is a little better (yuface: first-pass NME 3.32%
 against 3.34%), and after one re-crop both are at 3.29-3.30%; on turned (<= 60 degrees) and 0-40%
 occluded copies of test faces, occluded keypoints give the first crop a wrong roll (yuface: median

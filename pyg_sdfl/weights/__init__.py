@@ -1,6 +1,6 @@
 """Files shipped with the package for inference on arbitrary photos.
 
-    sdfl_300w.pt             the accurate 300-W model (ResNet-18, 160 px) in fp16 (see
+    sdfl_300w.pt             the accurate 300-W model (ResNet-18, 256 px) in fp16 (see
                              :mod:`pyg_sdfl.engine.export`): ``Landmarker.from_pretrained("300w")``
     sdfl_300w_fast.pt        the small, fast 300-W model (half-width MobileNetV2, 128 px, the light
                              head, distilled from sdfl_300w.pt: ``experiment=fast_300w_light_distill``):

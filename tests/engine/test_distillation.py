@@ -182,7 +182,7 @@ def test_bad_teachers_are_refused_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_the_shipped_teacher_agrees_with_the_labels_on_real_training_views(w300_root) -> None:
-    """The shipped 160 px model as the teacher of a 128 px student on augmented 300-W training views
+    """The shipped (256 px) model as the teacher of a 128 px student on augmented 300-W training views
     (turned, shifted, mirrored, occluded): its landmarks, mapped to the student's crop, sit near the
     labels on mirrored and unmirrored views alike. A wrong scale, region or mirror puts them far off."""
     from pyg_sdfl.engine.builders import build_datasets, load_splits
