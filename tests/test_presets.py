@@ -158,3 +158,12 @@ def test_one_training_step_per_head(head: str, tmp_path: Path) -> None:
     assert math.isfinite(result.history[0]["loss"]) and result.history[0]["loss"] > 0
     assert math.isfinite(result.best_val_nme) and result.best_epoch == 1
     assert (tmp_path / "best.ckpt").is_file() and (tmp_path / "graph.pt").is_file()
+
+
+def test_the_256_px_fine_tune_starts_from_a_named_file_not_from_scratch() -> None:
+    """The preset that made the shipped 256 px model starts from the 160 px file its YAML says how to
+    write; a start from scratch (init_from null, e.g. a ``???`` that OmegaConf's merge drops) would
+    silently train another model."""
+    cfg = _compose(["experiment=cpu_300w_256_finetune", "dataset.root=/x"])
+    assert cfg.dataset.image_size == 256
+    assert cfg.train.init_from == "sdfl_300w_160.pt"

@@ -141,6 +141,9 @@ def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: Land
     A file trained at another ``dataset.image_size`` (same backbone and head) is fine-tuned at this one:
     the head's map-reading weights are resampled to this feature-map size
     (:func:`~pyg_sdfl.engine.size_transfer.transfer_map_weights`), and the log names them."""
+    if not path.is_file():
+        raise CheckpointError(f"train.init_from={path}: no such file (a relative path is read from the working "
+                              f"folder, {Path.cwd()}; a preset that starts from a file says in its YAML how to make it)")
     ckpt = load_checkpoint(path, map_location="cpu")
     check_compatible(ckpt, scheme_name, graph, f"train.init_from={path}")
     state = float_state(ckpt["model"])

@@ -259,6 +259,13 @@ def test_init_from_and_init_backbone_from_together_are_refused(tmp_path):
         train(tiny_cfg("train.epochs=1", "train.init_from=a.ckpt", "train.init_backbone_from=b.ckpt"), tmp_path)
 
 
+def test_a_missing_init_from_file_is_a_clear_error_before_any_step(tmp_path):
+    with pytest.raises(CheckpointError, match=r"train.init_from=.*missing.pt: no such file \(a relative path is read "
+                                              r"from the working folder"):
+        train(tiny_cfg("train.epochs=1", f"train.init_from={tmp_path / 'missing.pt'}"), tmp_path / "run")
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
 def test_init_backbone_from_takes_the_backbone_of_a_run_with_another_head(tmp_path):
     first = tmp_path / "fc"
     train(tiny_cfg("head=fc", "train.epochs=1", "train.max_steps_per_epoch=2"), first)
