@@ -21,6 +21,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--run", action="append", required=True, help="LABEL=PATH of a results.json or a checkpoint")
     p.add_argument("--title", default="Validation NME by epoch")
     p.add_argument("--ymax", type=float, default=None, help="clip the axis at this NME (%%), e.g. for a diverged run")
+    p.add_argument("--reference", action="append", default=[],
+                   help="LABEL=NME: a dashed horizontal line at that validation NME (%%), e.g. the model to beat")
     p.add_argument("--out", required=True, help="PNG to write")
     return p.parse_args(argv)
 
@@ -66,7 +68,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         ax.plot([epochs[best]], [nme[best]], "*", color=line.get_color(), markersize=10)
         if planned is not None and epochs[-1] < int(planned):
             ax.plot([epochs[-1]], [min(nme[-1], args.ymax or nme[-1])], "x", color=line.get_color(), markersize=9)
+    for spec in args.reference:
+        label, _, value = spec.partition("=")
+        try:
+            level = float(value)
+        except ValueError:
+            raise SystemExit(f"--reference wants LABEL=NME (a number, %), got {spec!r}") from None
+        ax.axhline(level, color="0.4", linestyle="--", linewidth=1, label=f"{label}: {level:.2f}%")
     ax.set_yscale("log")
+    # plain numbers on the log axis (3.4, not 3.4 x 10^0), on the minor ticks too
+    from matplotlib.ticker import FormatStrFormatter
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     if args.ymax:
         ax.set_ylim(top=args.ymax)
     ax.set_xlabel("epoch")
