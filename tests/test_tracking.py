@@ -129,6 +129,9 @@ def test_tracker_checks_its_settings(shipped):
         FaceTracker(shipped, max_shift=0)
     with pytest.raises(ValueError, match="redetect_every"):
         FaceTracker(shipped, redetect_every=-1)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="max_recrops must be an integer >= 1"):
+            FaceTracker(shipped, max_recrops=bad)
 
 
 def test_tracking_follows_a_moving_face_as_well_as_detection(shipped, test_faces):
@@ -150,7 +153,7 @@ def test_tracking_follows_a_moving_face_as_well_as_detection(shipped, test_faces
         return np.array(out)
 
     e_track, e_detect = errors(tracked), errors(per_frame)
-    assert len(e_track) == 24  # a face on every frame
+    assert len(e_track) == 24, stats  # a face on every frame (Haar misses frames 15-19 here: the tracker must not)
     assert e_track.mean() < 0.05
     assert e_track.mean() < e_detect.mean() + 0.005, (e_track.mean(), e_detect.mean())
 
