@@ -544,8 +544,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="no progress bar (one is shown on stderr when it is a terminal and there are several images "
                          "or a folder)")
     pr.add_argument("--flip-test", action="store_true",
-                    help="average each face with its mirror image (twice the model cost); helps models trained with "
-                         "flips, not the shipped one (docs/results.md)")
+                    help="average each face with its mirror image (twice the model cost); lowers the shipped "
+                         "model's test NME from 3.21 to 3.13%% (docs/results.md)")
 
     vid = sub.add_parser("video", help="track the faces of a video: an annotated copy and/or JSON Lines per frame")
     vid.add_argument("input", metavar="IN", help="a video file (mp4, mov, avi, mkv, webm, ...: what OpenCV's FFmpeg reads)")

@@ -167,3 +167,13 @@ def test_the_256_px_fine_tune_starts_from_a_named_file_not_from_scratch() -> Non
     cfg = _compose(["experiment=cpu_300w_256_finetune", "dataset.root=/x"])
     assert cfg.dataset.image_size == 256
     assert cfg.train.init_from == "sdfl_300w_160.pt"
+
+
+@pytest.mark.parametrize("preset, key", [("fast_300w_light_distill", "train.distill.teacher"),
+                                         ("cpu_300w_160_light", "train.init_backbone_from"),
+                                         ("cpu_300w_160_light_warm", "train.init_backbone_from")])
+def test_presets_of_shipped_models_start_from_the_160_px_file_they_were_made_from(preset: str, key: str) -> None:
+    """These presets made 300w-fast, 300w-fast-160 and the light-head study from the 160 px model; the
+    package's sdfl_300w.pt is the 256 px model since 2026-12-07, so naming it would train something else."""
+    cfg = _compose([f"experiment={preset}", "dataset.root=/x"])
+    assert OmegaConf.select(cfg, key) == "sdfl_300w_160.pt"

@@ -2,7 +2,7 @@
 
 A fresh head on a trained backbone sends large, random gradients into the backbone during its first
 epochs; at the head's learning rate they undo much of what the backbone had learnt (the light head on the
-shipped 300-W backbone, ``experiment=cpu_300w_160_light``, sat at 5-7% validation NME until the first lr
+160 px 300-W backbone then shipped, ``experiment=cpu_300w_160_light``, sat at 5-7% validation NME until the first lr
 drop). Two settings, both off by default:
 
 - ``train.freeze_backbone_epochs = E``: during epochs ``0 .. E-1`` the backbone's parameters take no

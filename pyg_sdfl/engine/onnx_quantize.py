@@ -6,7 +6,7 @@
 The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Runtime's
 ``quantize_static`` in the QDQ format:
 
-* **what:** the convolutions (backbone and map-to-node, about 97% of the accurate model's FLOPs): weights
+* **what:** the convolutions (backbone and map-to-node, about 97% of the 160 px accurate model's FLOPs, 99% of the 256 px one's): weights
   int8 per output channel, their inputs uint8 per tensor. The graph head's MatMuls, the softmax
   and the output stay fp32 (a few percent of the FLOPs; the coordinates keep their resolution).
   ONNX Runtime runs each quantised convolution as ``QLinearConv``, with int8 dot-product

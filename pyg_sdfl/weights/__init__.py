@@ -3,7 +3,8 @@
     sdfl_300w.pt             the accurate 300-W model (ResNet-18, 256 px) in fp16 (see
                              :mod:`pyg_sdfl.engine.export`): ``Landmarker.from_pretrained("300w")``
     sdfl_300w_fast.pt        the small, fast 300-W model (half-width MobileNetV2, 128 px, the light
-                             head, distilled from sdfl_300w.pt: ``experiment=fast_300w_light_distill``):
+                             head, distilled from the 160 px sdfl_300w.pt shipped until 2026-12-07, commit a93cf26:
+                             ``experiment=fast_300w_light_distill``):
                              ``Landmarker.from_pretrained("300w-fast")``
     sdfl_300w_fast_160.pt    the same network at 160 px, distilled the same way: more accurate than
                              300w-fast, 1.4x its time (``experiment=fast_300w_light_distill
