@@ -134,6 +134,12 @@ def check_compatible(state: Dict[str, Any], scheme_name: str, graph: LandmarkGra
         )
 
 
+def _require_init_file(key: str, path: Path, hint: str) -> None:
+    """One line naming the config key when the file a run starts from is missing: ``KEY=PATH: no such file (HINT)``."""
+    if not path.is_file():
+        raise CheckpointError(f"{key}={path}: no such file ({hint})")
+
+
 def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: LandmarkGraph) -> None:
     """Fine-tuning: the weights of ``path`` (a training checkpoint or an exported file), loaded strictly
     into ``model``; the optimiser, schedule and epoch count start fresh (unlike ``train.resume``).
@@ -141,9 +147,8 @@ def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: Land
     A file trained at another ``dataset.image_size`` (same backbone and head) is fine-tuned at this one:
     the head's map-reading weights are resampled to this feature-map size
     (:func:`~pyg_sdfl.engine.size_transfer.transfer_map_weights`), and the log names them."""
-    if not path.is_file():
-        raise CheckpointError(f"train.init_from={path}: no such file (a relative path is read from the working "
-                              f"folder, {Path.cwd()}; a preset that starts from a file says in its YAML how to make it)")
+    _require_init_file("train.init_from", path, f"a relative path is read from the working folder, {Path.cwd()}; "
+                                                "a preset that starts from a file says in its YAML how to make it")
     ckpt = load_checkpoint(path, map_location="cpu")
     check_compatible(ckpt, scheme_name, graph, f"train.init_from={path}")
     state = float_state(ckpt["model"])
@@ -164,9 +169,8 @@ def _initialise_from(model: nn.Module, path: Path, scheme_name: str, graph: Land
 def _initialise_backbone_from(model: nn.Module, path: Path) -> None:
     """The backbone's weights from ``path`` (a training checkpoint or an exported file, whatever its head),
     loaded strictly into ``model.backbone``; the head, optimiser and schedule start fresh."""
-    if not path.is_file():
-        raise CheckpointError(f"train.init_backbone_from={path}: no such file (the comparison presets start from the "
-                              f"backbone that `python experiments/run.py experiment=backbone_pretrain` writes)")
+    _require_init_file("train.init_backbone_from", path, "the comparison presets start from the backbone that "
+                       "`python experiments/run.py experiment=backbone_pretrain` writes")
     ckpt = load_checkpoint(path, map_location="cpu")
     state = {k[len("backbone."):]: v for k, v in float_state(ckpt["model"]).items() if k.startswith("backbone.")}
     if not state:
