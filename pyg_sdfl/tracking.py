@@ -69,10 +69,9 @@ class FaceTracker:
                             ("max_change", max_change)):
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if isinstance(redetect_every, bool) or int(redetect_every) != redetect_every or redetect_every < 0:
-            raise ValueError(f"redetect_every must be an integer >= 0, got {redetect_every!r}")
-        if isinstance(max_recrops, bool) or int(max_recrops) != max_recrops or max_recrops < 1:
-            raise ValueError(f"max_recrops must be an integer >= 1, got {max_recrops!r}")
+        for name, value, least in (("redetect_every", redetect_every, 0), ("max_recrops", max_recrops, 1)):
+            if isinstance(value, bool) or int(value) != value or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         self.landmarker = landmarker
         self.max_shift, self.max_scale, self.max_turn = float(max_shift), float(max_scale), float(max_turn)
         self.redetect_every = int(redetect_every)
