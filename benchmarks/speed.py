@@ -554,6 +554,7 @@ def onnx_part(spec: str, image_size: int, part: str) -> Any:
     import onnxruntime as ort
 
     from pyg_sdfl.engine.checkpoint import load_model
+    from pyg_sdfl.engine.onnx_runtime import session_options
 
     model = load_model(model_file(spec)).model.eval()
     if part == "backbone":
@@ -568,9 +569,7 @@ def onnx_part(spec: str, image_size: int, part: str) -> Any:
     program = torch.onnx.export(module, (torch.zeros(2, 3, s, s),), dynamo=True, input_names=["images"],
                                 dynamic_shapes=[{0: torch.export.Dim("batch", min=1, max=65536)}], verbose=False)
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OnnxLandmarkModel's sessions
+    options = session_options(torch.get_num_threads())  # as OnnxLandmarkModel's sessions
     return ort.InferenceSession(program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

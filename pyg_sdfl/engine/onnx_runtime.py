@@ -4,8 +4,9 @@
 (B, 3, S, S)`` -> ``landmarks (B, N, 2)`` crop pixels, so :class:`~pyg_sdfl.inference.Landmarker`,
 :class:`~pyg_sdfl.nn.flip_average.FlipAverage` and the evaluation loop use it unchanged. It runs on
 ONNX Runtime's CPU execution provider with ``threads`` intra-op threads (default: torch's
-thread count), which do not spin-wait between runs (they would take the cores from the crop code
-and from torch). :func:`load_onnx_model` rebuilds the :class:`~pyg_sdfl.engine.checkpoint.LoadedModel`
+thread count), built by :func:`session_options`: the threads spin-wait for work while a run lasts
+and stop when it returns, so that they neither sleep between the model's many small operators nor
+take the cores from the crop code and from torch afterwards. :func:`load_onnx_model` rebuilds the :class:`~pyg_sdfl.engine.checkpoint.LoadedModel`
 record (scheme, graph, config, box mapping, provenance) from the file's metadata alone
 (:mod:`pyg_sdfl.engine.onnx_export` writes it).
 
@@ -30,7 +31,7 @@ from pyg_sdfl.engine.onnx_export import FORMAT, METADATA_PREFIX, first_error_lin
 from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.schemes import get_scheme
 
-__all__ = ["OnnxLandmarkModel", "load_onnx_model", "onnxruntime_available"]
+__all__ = ["OnnxLandmarkModel", "load_onnx_model", "onnxruntime_available", "session_options"]
 
 _REQUIRED = ("format", "scheme", "image_size", "num_points", "config", "graph")
 
@@ -50,6 +51,29 @@ def _import_onnxruntime() -> Any:
             "the ONNX backend needs onnxruntime: install the extra with `pip install -c constraints.txt \"pyg_sdfl[onnx]\"`"
         ) from None
     return onnxruntime
+
+
+def session_options(threads: int) -> Any:
+    """ONNX Runtime session options for our CPU sessions: ``threads`` intra-op threads, one
+    inter-op thread, warnings only, and the intra-op threads spin-waiting *during* a run only
+    (``session.intra_op.allow_spinning=1`` with ``session.force_spinning_stop=1``).
+
+    Why both (2-core AMD EPYC VM, 2 threads, interleaved rounds, 2026-12-07): a run is a chain of
+    small operators, and threads that sleep between them pay a wake-up for each: ``300w-fast-160``
+    took 1.79 ms per face at batch 1 with sleeping threads and 1.16 ms with spinning ones
+    (``300w-fast`` 1.21 -> 0.73 ms, the static-int8 ``300w`` 10.5 -> 9.2 ms; batch 32 unchanged).
+    Threads left spinning *after* a run take the cores from whatever runs next: a small torch
+    convolution stack took 6.1-6.4 ms right after a run that leaves them spinning against 2.9-4.7 ms
+    with no run before it and 3.3-3.7 ms after a run that stops them.
+    """
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
 
 
 class OnnxLandmarkModel(nn.Module):
@@ -80,13 +104,7 @@ class OnnxLandmarkModel(nn.Module):
             if not path.is_file():
                 raise CheckpointError(f"{path}: no such ONNX file")
             data = path.read_bytes()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # no spin-waiting after a run: ONNX Runtime's idle threads otherwise keep the cores busy for a while and
-        # slow whatever runs next (torch, OpenCV, another session); on 2 cores that doubled measured times
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(int(threads or torch.get_num_threads()))
         try:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own pybind exception types

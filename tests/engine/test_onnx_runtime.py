@@ -13,7 +13,7 @@ from onnx import TensorProto, helper  # noqa: E402
 from pyg_sdfl.data.synthetic import SyntheticFaces  # noqa: E402
 from pyg_sdfl.engine.checkpoint import CheckpointError, load_model  # noqa: E402
 from pyg_sdfl.engine.onnx_export import export_onnx  # noqa: E402
-from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel  # noqa: E402
+from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel, session_options  # noqa: E402
 from pyg_sdfl.inference import Landmarker  # noqa: E402
 
 
@@ -26,6 +26,18 @@ def test_wrong_image_shapes_and_types_are_named(tiny_onnx):
         model([[0.0]])
     out = model(np.zeros((2, 3, 64, 64), dtype=np.float64))  # arrays and other float types are cast
     assert out.shape == (2, model.num_points, 2) and out.dtype == torch.float32
+
+
+def test_threads_spin_during_a_run_only(tiny_onnx):
+    """The session's threads spin-wait while a run lasts (no wake-up per operator) and stop when it
+    returns (no cores taken from the crop code or torch afterwards): both entries, on the model's own
+    session, with the thread count asked for."""
+    model = OnnxLandmarkModel(tiny_onnx, threads=1)
+    options = model.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+    assert session_options(3).intra_op_num_threads == 3
 
 
 def test_wrong_files_are_one_line_errors(tiny_ckpt, tmp_path):
