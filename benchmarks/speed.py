@@ -53,9 +53,10 @@ inside ``torch.inference_mode``):
 
 The staged output is checked against the model's own ``forward`` and ``Landmarker.predict``, and the
 unsplit pipeline is timed too (``end_to_end``). The head share (head stages / sum of stages) at
-batch 1 and 32 is the issue-13 figure (target: <= 5% for the shipped model at batch 1); under ONNX
-Runtime it is ``1 - backbone / whole`` with the backbone exported alone, and the graph part's share
-``1 - (backbone + map-to-node) / whole`` (:func:`onnx_head_share`).
+batch 1 and 32 is the issue-13 figure (target: <= 5% for the shipped model at batch 1). Under ONNX
+Runtime (fp32) the split comes from ONNX Runtime's own profiler: each node's kernel time, attributed
+to the backbone, map-to-node or the graph part by the torch module it was exported from
+(:func:`onnx_node_profile`).
 
 **Protocol.** ``--threads`` torch threads (default 2) and as many ONNX Runtime intra-op threads,
 OpenCV 1 thread, dlib single-threaded; inference mode. Matrix: ``--warmup`` untimed passes, then
@@ -523,10 +524,10 @@ def report(payload: Dict[str, Any], bkeys: Sequence[str], args: argparse.Namespa
         out.append(f"- {model}: FLOPs/face backbone {f['backbone_flops'] / 1e6:.1f} M, head {f['head_flops'] / 1e6:.1f} M "
                    f"({100 * f['head_share_of_flops']:.1f}%); parameters backbone {f['backbone_params'] / 1e6:.2f} M, "
                    f"head {f['head_params'] / 1e6:.2f} M.")
-    out.append("\nONNX Runtime: head share of the model time (whole exported model against its backbone exported "
-               "alone), and the graph part's (against backbone + map-to-node exported alone: edge weighting, the "
-               "graph layers and the read-out):\n")
-    out.append(onnx_share_table(payload["onnx_head_share"], bkeys))
+    out.append("\nONNX Runtime fp32: the head's share of the model time and the graph part's (edge weighting, the "
+               "graph layers, the read-out), from ONNX Runtime's own per-node profile (shares of the summed "
+               "node times):\n")
+    out.append(onnx_share_table(payload["onnx_node_profile"], bkeys))
     out.append("\nStaged profile (torch, fp32), graph head share of the sum of stages:\n")
     out.append(head_share_table(payload["staged"], bkeys))
     for model, by_graph in payload["staged"].items():
@@ -535,89 +536,134 @@ def report(payload: Dict[str, Any], bkeys: Sequence[str], args: argparse.Namespa
     return "\n".join(out) + "\n"
 
 
-class _ConvolutionalPart(torch.nn.Module):
-    """The model up to the graph: backbone, then map-to-node's maps ``(B, N*n, H, W)``."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.map_to_node = model.backbone, model.head.map_to_node
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.map_to_node(self.backbone(images))[1]
+ONNX_STAGES = ("backbone", "map_to_node", "graph_part")
 
 
-def onnx_part(spec: str, image_size: int, part: str) -> Any:
-    """A leading part of the model, ``"backbone"`` or ``"backbone+map_to_node"`` (the convolutional
-    part, where the head has map-to-node), exported like the whole model (dynamo, dynamic batch), as an
-    ONNX Runtime session with the same threads: the other side of the ONNX head shares. ``None`` for
-    ``"backbone+map_to_node"`` where the head has no map-to-node."""
+def node_stage(namespace: str) -> str:
+    """The stage of one node of our ONNX export, from the torch module path that the exporter records
+    in its ``namespace`` metadata (e.g. ``": pyg_sdfl.nn.model.LandmarkModel/backbone: ...Backbone/..."``):
+    ``backbone``; ``map_to_node`` (the head's map-to-node convolutions); ``graph_part`` (the rest of the
+    head: edge weighting, the graph layers, the read-out; and the model's own normalised -> crop pixel
+    ops); ``other`` for nodes outside the model (the input's shape)."""
+    if "/backbone:" in namespace:
+        return "backbone"
+    if "map_to_node" in namespace:
+        return "map_to_node"
+    if "LandmarkModel/" in namespace:
+        return "graph_part"
+    return "other"
+
+
+def onnx_node_stages(data: bytes) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """``(stage of each node name, producing node of each value name)`` of an exported model."""
+    import onnx
+
+    graph = onnx.load_from_string(data).graph
+    stage = {n.name: node_stage({p.key: p.value for p in n.metadata_props}.get("namespace", "")) for n in graph.node}
+    producer = {value: n.name for n in graph.node for value in n.output}
+    return stage, producer
+
+
+def attribute_node_times(events: Sequence[Dict[str, Any]], stage: Dict[str, str],
+                         producer: Dict[str, str]) -> Tuple[Dict[str, float], Dict[str, int]]:
+    """Sum ONNX Runtime's per-node kernel times (its profiler's ``"cat": "Node"`` events named
+    ``<node>_kernel_time``, ``dur`` in microseconds, in execution order) by stage. ONNX Runtime renames
+    what it rewrites, so a node is found by (1) its own name, (2) ``<value>_nchwc``: a convolution
+    moved to the blocked NCHWc layout, named after the value its original produced, (3) a value it
+    produces; (4) anything else (a layout reorder between two convolutions) joins the stage of the
+    node that ran just before it. Returns ``(microseconds by stage, events found by each rule)``."""
+    times: Dict[str, float] = {}
+    rules = {"name": 0, "nchwc_value": 0, "value": 0, "previous": 0}
+    previous = "other"
+    for e in events:
+        node = e["name"][: -len("_kernel_time")]
+        if node in stage:
+            st, rule = stage[node], "name"
+        elif node.endswith("_nchwc") and node[: -len("_nchwc")] in producer:
+            st, rule = stage[producer[node[: -len("_nchwc")]]], "nchwc_value"
+        elif node in producer:
+            st, rule = stage[producer[node]], "value"
+        else:
+            st, rule = previous, "previous"
+        times[st] = times.get(st, 0.0) + float(e["dur"])
+        rules[rule] += 1
+        previous = st
+    return times, rules
+
+
+def onnx_node_profile_one(data: bytes, x: np.ndarray, calls: int, warmup: int) -> Dict[str, Any]:
+    """ONNX Runtime's own profile of ``calls`` runs on ``x`` ``(B, 3, S, S)`` after ``warmup``
+    unprofiled runs, in a session built as :class:`~pyg_sdfl.engine.onnx_runtime.OnnxLandmarkModel`
+    builds its own: ms per face by stage (:func:`attribute_node_times`), the sum of node times and
+    the wall time per face of the profiled runs (the sum is smaller: between nodes the runtime
+    schedules, allocates and waits)."""
+    import json
+
     import onnxruntime as ort
 
-    from pyg_sdfl.engine.checkpoint import load_model
     from pyg_sdfl.engine.onnx_runtime import session_options
 
-    model = load_model(model_file(spec)).model.eval()
-    if part == "backbone":
-        module = model.backbone
-    elif part == "backbone+map_to_node":
-        if not hasattr(model.head, "map_to_node"):
-            return None
-        module = _ConvolutionalPart(model)
-    else:
-        raise ValueError(f"unknown part {part!r}")
-    s = int(image_size)
-    program = torch.onnx.export(module, (torch.zeros(2, 3, s, s),), dynamo=True, input_names=["images"],
-                                dynamic_shapes=[{0: torch.export.Dim("batch", min=1, max=65536)}], verbose=False)
+    stage, producer = onnx_node_stages(data)
+    batch = len(x)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = session_options(torch.get_num_threads())
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        for _ in range(warmup):
+            session.run(None, feed)
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "ort")
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        for _ in range(warmup):  # profiled too; their events are dropped below
+            session.run(None, feed)
+        start = time.perf_counter()
+        for _ in range(calls):
+            session.run(None, feed)
+        wall = (time.perf_counter() - start) / calls
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+    per_run = len(nodes) // (warmup + calls)
+    times, rules = attribute_node_times(nodes[per_run * warmup:], stage, producer)
+    total = sum(times.values())
+    out: Dict[str, Any] = {f"{k}_ms_per_face": times.get(k, 0.0) / 1e3 / calls / batch for k in ONNX_STAGES + ("other",)}
+    out.update({f"{k}_share": times.get(k, 0.0) / total for k in ONNX_STAGES})
+    out.update({"head_share": out["map_to_node_share"] + out["graph_part_share"],
+                "node_sum_ms_per_face": total / 1e3 / calls / batch, "wall_ms_per_face": 1e3 * wall / batch,
+                "nodes_per_run": per_run, "found_by": rules, "calls": calls})
+    return out
 
-    options = session_options(torch.get_num_threads())  # as OnnxLandmarkModel's sessions
-    return ort.InferenceSession(program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
+def onnx_node_profile(rows: Sequence[Row], faces: Faces, args: argparse.Namespace,
+                      bkeys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The head's and the graph part's share of the ONNX Runtime fp32 model time, from ONNX Runtime's
+    per-node profile of the model's own export (:func:`onnx_node_profile_one`), at batch 1 (``--faces``
+    runs, at least 20) and ``--batch`` (``--repeats`` runs, at least 3)."""
+    from pyg_sdfl.engine.checkpoint import load_model
+    from pyg_sdfl.engine.onnx_export import onnx_model_bytes
 
-def onnx_head_share(rows: Sequence[Row], faces: Faces, args: argparse.Namespace,
-                    bkeys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    """The head's share of the ONNX Runtime model time, ``1 - backbone / whole``, and the graph
-    part's, ``1 - (backbone + map-to-node) / whole`` (edge weighting, the graph layers, the read-out):
-    the whole exported model and its leading parts exported alone, timed interleaved on the same crops
-    at each batch (medians)."""
     out: Dict[str, Dict[str, Any]] = {}
     for row in rows:
         if row.backend != "onnx" or row.precision != "fp32":
             continue
-        sessions = {part: onnx_part(row.model, row.lm.image_size, part) for part in ("backbone", "backbone+map_to_node")}
-        sessions = {part: sess for part, sess in sessions.items() if sess is not None}
+        data = onnx_model_bytes(load_model(model_file(row.model), backend="torch"))
         out[row.model] = {}
         for key, batch in zip(bkeys, (1, args.batch)):
             x = model_input(row.lm, faces, range(batch)).numpy()
-            # passes of several calls (20 at batch 1), so that the threads another runtime leaves
-            # spinning hit only the first call of a pass
-            calls = list(range(20 if batch == 1 else 3))
-            methods: Dict[str, Callable[[Any], Any]] = {"whole": lambda _: row.lm.model(x)}
-            for part, sess in sessions.items():
-                feed = {sess.get_inputs()[0].name: x}  # looked up once, outside the timed calls
-                methods[part] = (lambda sess, feed: lambda _: sess.run(None, feed))(sess, feed)
-            timed = time_methods(methods, calls, repeats=max(args.repeats, 3), warmup=max(args.warmup, 1))
-            whole, bb = timed["whole"]["median_ms"] / batch, timed["backbone"]["median_ms"] / batch
-            entry = {"whole_ms_per_face": whole, "backbone_ms_per_face": bb, "head_ms_per_face": whole - bb,
-                     "head_share": 1.0 - bb / whole}
-            if "backbone+map_to_node" in timed:
-                conv = timed["backbone+map_to_node"]["median_ms"] / batch
-                entry.update({"convolutional_ms_per_face": conv, "graph_part_ms_per_face": whole - conv,
-                              "graph_part_share": 1.0 - conv / whole})
-            out[row.model][key] = entry
+            calls = max(args.faces, 20) if batch == 1 else max(args.repeats, 3)
+            out[row.model][key] = onnx_node_profile_one(data, x, calls, warmup=max(args.warmup, 1))
     return out
 
 
 def onnx_share_table(shares: Dict[str, Dict[str, Any]], bkeys: Sequence[str]) -> str:
-    """Rows model; per batch: the head's ms/face (share of the model) and the graph part's."""
-    cols = [f"{k.replace('_', ' ')}: {c} ms/face (share of the model)" for k in bkeys for c in ("head", "graph part")]
+    """Rows model; per batch: the head's ms/face (share of the node time) and the graph part's."""
+    cols = [f"{k.replace('_', ' ')}: {c} ms/face (share)" for k in bkeys for c in ("head", "graph part")]
     lines = ["| model (ONNX Runtime, fp32) | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for model, by_batch in shares.items():
         cells = []
         for k in bkeys:
             e = by_batch[k]
-            cells.append(f"{e['head_ms_per_face']:.3f} ({100 * e['head_share']:.1f}%)")
-            cells.append(f"{e['graph_part_ms_per_face']:.3f} ({100 * e['graph_part_share']:.1f}%)"
-                         if "graph_part_share" in e else "-")
+            head_ms = e["map_to_node_ms_per_face"] + e["graph_part_ms_per_face"]
+            cells.append(f"{head_ms:.3f} ({100 * e['head_share']:.1f}%)")
+            cells.append(f"{e['graph_part_ms_per_face']:.3f} ({100 * e['graph_part_share']:.1f}%)")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -672,10 +718,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         with torch.inference_mode():
             matrix, dlib = run_matrix(rows, faces, fl, args, bkeys)
             staged = run_staged(rows, samples, faces.boxes, args)
-            onnx_shares = onnx_head_share(rows, faces, args, bkeys)
+            onnx_shares = onnx_node_profile(rows, faces, args, bkeys)
     payload = {
         "models": {spec: describe(reference[spec]) for spec in specs}, "faces": faces_desc, "matrix": matrix,
-        "dlib": dlib, "staged": staged, "onnx_head_share": onnx_shares, "flops": fl,
+        "dlib": dlib, "staged": staged, "onnx_node_profile": onnx_shares, "flops": fl,
         "protocol": (f"CPU, torch threads {args.threads}, ONNX Runtime intra-op threads {args.threads}, OpenCV 1 "
                      f"thread, torch.inference_mode; matrix: {args.warmup} warm-up then {args.repeats} rounds, every "
                      "row (model alone, Landmarker.landmarks_in_squares pass) and dlib interleaved in each round, "

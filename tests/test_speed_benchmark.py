@@ -82,27 +82,50 @@ def test_matrix_rows_ratios_and_tables(speed, setup):
     assert "dlib 68-point" not in speed.matrix_table(matrix, {"skipped": "no dlib"}, ["batch_1", "batch_2"])
 
 
-def test_onnx_parts_compute_what_the_model_computes(speed):
-    """The leading parts that the ONNX head shares time against: the backbone alone, and backbone +
-    map-to-node, under ONNX Runtime, equal the torch modules (the fast model: the smaller export)."""
-    import torch
+def test_node_stage_reads_the_exported_module_path(speed):
+    stage = speed.node_stage
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/backbone: pyg_sdfl.nn.backbones.Backbone/backbone.body: x") == "backbone"
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/head: pyg_sdfl.nn.heads.SDFLHead/head.map_to_node: y") == "map_to_node"
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/head: pyg_sdfl.nn.heads.SDFLHead/relu_4: aten.relu") == "graph_part"
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/sub_235: aten.sub.Tensor") == "graph_part"
+    assert stage("_empty_nn_module_stack_from_metadata_hook: sym_size") == "other"
 
+
+def test_node_times_are_attributed_by_each_rule(speed):
+    """Own name, ``<value>_nchwc`` (a convolution ONNX Runtime moved to NCHWc), a produced value, and
+    otherwise the stage of the node before: every microsecond lands in exactly one stage."""
+    stage = {"conv_a": "backbone", "conv_b": "map_to_node", "mm": "graph_part"}
+    producer = {"relu_a": "conv_a", "feat_b": "conv_b", "out": "mm"}
+    events = [{"name": f"{n}_kernel_time", "dur": d} for n, d in
+              [("relu_a_nchwc", 10), ("ReorderOutput", 5), ("feat_b", 7), ("mm", 3), ("ReorderOutput", 1)]]
+    times, rules = speed.attribute_node_times(events, stage, producer)
+    assert times == {"backbone": 15.0, "map_to_node": 7.0, "graph_part": 4.0}
+    assert rules == {"name": 1, "nchwc_value": 1, "value": 1, "previous": 2}
+
+
+def test_onnx_node_profile_splits_the_fast_model(speed):
+    """ONNX Runtime's profile of the fast model's export: every stage present, shares of the node time
+    summing to one, almost every node found by name or value (not by order), and the node time inside
+    the wall time."""
     pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
     pytest.importorskip("onnxscript", reason="the [onnx] extra (onnxscript) is not installed")
     from pyg_sdfl.engine.checkpoint import load_model
+    from pyg_sdfl.engine.onnx_export import onnx_model_bytes
 
-    model = load_model(speed.model_file("300w-fast")).model.eval()
-    s = model.image_size
-    x = torch.randn(3, 3, s, s)
-    with torch.inference_mode():
-        expected = {"backbone": model.backbone(x), "backbone+map_to_node": model.head.map_to_node(model.backbone(x))[1]}
-    for part, want in expected.items():
-        session = speed.onnx_part("300w-fast", s, part)
-        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-        assert got.shape == tuple(want.shape)
-        np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
-    with pytest.raises(ValueError, match="unknown part"):
-        speed.onnx_part("300w-fast", s, "head")
-    share = {"head_ms_per_face": 1.0, "head_share": 0.1, "graph_part_ms_per_face": 0.25, "graph_part_share": 0.025}
-    table = speed.onnx_share_table({"300w-fast": {"batch_1": share, "batch_2": dict(share)}}, ["batch_1", "batch_2"])
-    assert "| 300w-fast | 1.000 (10.0%) | 0.250 (2.5%) | 1.000 (10.0%) | 0.250 (2.5%) |" in table
+    loaded = load_model(speed.model_file("300w-fast"))
+    s = loaded.image_size
+    x = np.random.default_rng(0).standard_normal((2, 3, s, s)).astype(np.float32)
+    prof = speed.onnx_node_profile_one(onnx_model_bytes(loaded), x, calls=2, warmup=1)
+    shares = [prof[f"{k}_share"] for k in speed.ONNX_STAGES]
+    assert all(v > 0 for v in shares) and sum(shares) <= 1.0 + 1e-9
+    assert prof["head_share"] == pytest.approx(prof["map_to_node_share"] + prof["graph_part_share"])
+    found = prof["found_by"]
+    assert found["previous"] <= 0.1 * sum(found.values())
+    assert 0 < prof["node_sum_ms_per_face"] <= prof["wall_ms_per_face"]
+    assert prof["nodes_per_run"] > 50
+    table = speed.onnx_share_table({"300w-fast": {"batch_1": prof, "batch_2": prof}}, ["batch_1", "batch_2"])
+    head_ms = prof["map_to_node_ms_per_face"] + prof["graph_part_ms_per_face"]
+    cell = f"{head_ms:.3f} ({100 * prof['head_share']:.1f}%) | {prof['graph_part_ms_per_face']:.3f} ({100 * prof['graph_part_share']:.1f}%)"
+    assert f"| 300w-fast | {cell} | {cell} |" in table
+
+
