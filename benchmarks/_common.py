@@ -21,7 +21,8 @@ import numpy as np
 from pyg_sdfl.engine.reporting import json_default, run_metadata
 from pyg_sdfl.inference import Landmarker
 
-__all__ = ["load_ours", "load_landmarker", "model_file", "describe", "predict_in_box", "time_methods", "metadata", "write_json"]
+__all__ = ["load_ours", "load_landmarker", "model_file", "describe", "predict_in_box", "time_methods", "metadata", "write_json",
+           "append_markdown"]
 
 
 def load_ours(checkpoint: Optional[str], flip_test: bool = False) -> Landmarker:
