@@ -470,8 +470,8 @@ def _runtime_arguments(parser: argparse.ArgumentParser, default_precision: str) 
                         help=f"torch backend: bf16 autocast, fp32, or auto (bf16 where the CPU/GPU runs it natively); "
                              f"default {default_precision}")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                        help="CPU threads of torch and ONNX Runtime (default: all cores, or OMP_NUM_THREADS); one face "
-                             "at a time on the small 300w-fast model runs fastest on 1 (docs/predict.md#speed)")
+                        help="CPU threads of torch and ONNX Runtime (default: all cores, or OMP_NUM_THREADS; "
+                             "docs/predict.md#speed)")
 
 
 def _model_arguments(parser: argparse.ArgumentParser, detectors: Optional[List[str]]) -> None:
