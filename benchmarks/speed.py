@@ -539,29 +539,15 @@ def report(payload: Dict[str, Any], bkeys: Sequence[str], args: argparse.Namespa
 ONNX_STAGES = ("backbone", "map_to_node", "graph_part")
 
 
-def node_stage(namespace: str) -> str:
-    """The stage of one node of our ONNX export, from the torch module path that the exporter records
-    in its ``namespace`` metadata (e.g. ``": pyg_sdfl.nn.model.LandmarkModel/backbone: ...Backbone/..."``):
-    ``backbone``; ``map_to_node`` (the head's map-to-node convolutions); ``graph_part`` (the rest of the
-    head: edge weighting, the graph layers, the read-out; and the model's own normalised -> crop pixel
-    ops); ``other`` for nodes outside the model (the input's shape)."""
-    if "/backbone:" in namespace:
-        return "backbone"
-    if "map_to_node" in namespace:
-        return "map_to_node"
-    if "LandmarkModel/" in namespace:
-        return "graph_part"
-    return "other"
-
-
 def onnx_node_stages(data: bytes) -> Tuple[Dict[str, str], Dict[str, str]]:
     """``(stage of each node name, producing node of each value name)`` of an exported model."""
     import onnx
 
-    graph = onnx.load_from_string(data).graph
-    stage = {n.name: node_stage({p.key: p.value for p in n.metadata_props}.get("namespace", "")) for n in graph.node}
-    producer = {value: n.name for n in graph.node for value in n.output}
-    return stage, producer
+    from pyg_sdfl.engine.onnx_export import node_stages
+
+    model = onnx.load_from_string(data)
+    producer = {value: n.name for n in model.graph.node for value in n.output}
+    return node_stages(model), producer
 
 
 def attribute_node_times(events: Sequence[Dict[str, Any]], stage: Dict[str, str],

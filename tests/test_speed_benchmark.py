@@ -82,15 +82,6 @@ def test_matrix_rows_ratios_and_tables(speed, setup):
     assert "dlib 68-point" not in speed.matrix_table(matrix, {"skipped": "no dlib"}, ["batch_1", "batch_2"])
 
 
-def test_node_stage_reads_the_exported_module_path(speed):
-    stage = speed.node_stage
-    assert stage(": pyg_sdfl.nn.model.LandmarkModel/backbone: pyg_sdfl.nn.backbones.Backbone/backbone.body: x") == "backbone"
-    assert stage(": pyg_sdfl.nn.model.LandmarkModel/head: pyg_sdfl.nn.heads.SDFLHead/head.map_to_node: y") == "map_to_node"
-    assert stage(": pyg_sdfl.nn.model.LandmarkModel/head: pyg_sdfl.nn.heads.SDFLHead/relu_4: aten.relu") == "graph_part"
-    assert stage(": pyg_sdfl.nn.model.LandmarkModel/sub_235: aten.sub.Tensor") == "graph_part"
-    assert stage("_empty_nn_module_stack_from_metadata_hook: sym_size") == "other"
-
-
 def test_node_times_are_attributed_by_each_rule(speed):
     """Own name, ``<value>_nchwc`` (a convolution ONNX Runtime moved to NCHWc), a produced value, and
     otherwise the stage of the node before: every microsecond lands in exactly one stage."""

@@ -49,7 +49,7 @@ from pyg_sdfl.engine.export import model_config
 from pyg_sdfl.nn.heads import use_graph_backend
 
 __all__ = ["ONNX_OPSET", "PARITY_ATOL_PX", "METADATA_PREFIX", "export_onnx", "first_error_line", "onnx_model_bytes",
-           "require_onnx", "check_parity", "write_model_file"]
+           "require_onnx", "check_parity", "write_model_file", "node_stage", "node_stages"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,27 @@ ONNX_OPSET = 18
 PARITY_ATOL_PX = 1e-3
 METADATA_PREFIX = "pyg_sdfl."
 FORMAT = "1"
+
+
+def node_stage(namespace: str) -> str:
+    """The part of the model an exported node belongs to, from the torch module path that the dynamo
+    exporter records in its ``namespace`` metadata (e.g. ``": pyg_sdfl.nn.model.LandmarkModel/backbone:
+    ...Backbone/..."``): ``"backbone"``; ``"map_to_node"`` (the head's map-to-node convolutions);
+    ``"graph_part"`` (the rest of the head: edge weighting, the graph layers, the read-out; and the
+    model's own normalised -> crop pixel ops); ``"other"`` for anything else (the input's shape, or a
+    node without the metadata)."""
+    if "/backbone:" in namespace:
+        return "backbone"
+    if "map_to_node" in namespace:
+        return "map_to_node"
+    if "LandmarkModel/" in namespace:
+        return "graph_part"
+    return "other"
+
+
+def node_stages(model: Any) -> Dict[str, str]:
+    """``{node name: node_stage(its namespace)}`` of an ONNX ``ModelProto`` exported by this module."""
+    return {n.name: node_stage({p.key: p.value for p in n.metadata_props}.get("namespace", "")) for n in model.graph.node}
 
 
 def require_onnx() -> None:

@@ -6,11 +6,19 @@
 The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Runtime's
 ``quantize_static`` in the QDQ format:
 
-* **what:** the convolutions (backbone and map-to-node, about 97% of the 160 px accurate model's FLOPs, 99% of the 256 px one's): weights
-  int8 per output channel, their inputs uint8 per tensor. The graph head's MatMuls, the softmax
-  and the output stay fp32 (a few percent of the FLOPs; the coordinates keep their resolution).
-  ONNX Runtime runs each quantised convolution as ``QLinearConv``, with int8 dot-product
-  instructions where the CPU has them (``avx512_vnni``, ``amx_int8``).
+* **what:** the convolutional part, i.e. the backbone and map-to-node (99% of the 256 px accurate
+  model's FLOPs): its convolutions with int8 weights per output channel, and its activations in
+  uint8 per tensor, the residual additions, ReLUs (ReLU6 as Clip) and max-pooling included, so that a tensor stays
+  int8 from one convolution to the next. The graph part (edge weighting, the graph layers' MatMuls,
+  the softmax, the read-out) stays fp32: a few percent of the FLOPs, and the coordinates keep their
+  resolution. Which node is which part comes from the module path the exporter records
+  (:func:`~pyg_sdfl.engine.onnx_export.node_stages`); a node without it is left fp32 unless it is a
+  convolution. ONNX Runtime runs the quantised convolutions as ``QLinearConv``, with int8
+  dot-product instructions where the CPU has them (``avx512_vnni``, ``amx_int8``). Measured on the
+  256 px ``300w`` (2-core AMD EPYC, interleaved, 2026-12-07): 8.27 ms per face at batch 1 against
+  8.93 with the convolutions alone quantised (dequantise / requantise around every addition and
+  ReLU), test/lfpw NME 3.211% against 3.218% (fp32 3.210%); quantising the graph part's additions
+  too cost 0.20 pp (3.419%).
 * **calibration:** the activation ranges (MinMax) come from ``count`` faces of the model's own
   dataset's *training* split (never its test split), cropped as the model was trained and is
   evaluated: the landmark square times ``crop_scale``, no augmentation. The faces are spread evenly
@@ -23,8 +31,8 @@ The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Run
 
 Measured on the shipped models (2-core AMD EPYC VM with avx512_vnni, ``benchmarks/speed.py
 --int8``): see the README's speed table. int8 is an export option, not a default: it changes
-the numbers slightly, and the small ``300w-fast`` model gains little from it (2.4 against 2.7 ms
-at batch 1). Accuracy and speed were measured on CPUs with int8 dot products only; without them
+the numbers slightly, and the small models gain nothing from it (their time at batch 1 is
+overhead, not arithmetic). Accuracy and speed were measured on CPUs with int8 dot products only; without them
 (no ``avx512_vnni``, ``avx_vnni`` or ``amx_int8``) ONNX Runtime's u8s8 kernels can saturate and
 lose accuracy (its documentation suggests ``reduce_range`` there): check a file with ``pyg-sdfl
 evaluate --checkpoint FILE.onnx`` on the machine that will run it. A mean landmark change above
@@ -43,16 +51,20 @@ import numpy as np
 import torch
 
 from pyg_sdfl.engine.checkpoint import LoadedModel, load_model
-from pyg_sdfl.engine.onnx_export import (METADATA_PREFIX, ONNX_OPSET, PARITY_ATOL_PX, check_parity, onnx_model_bytes,
-                                         require_onnx, write_model_file)
+from pyg_sdfl.engine.onnx_export import (METADATA_PREFIX, ONNX_OPSET, PARITY_ATOL_PX, check_parity, node_stages,
+                                         onnx_model_bytes, require_onnx, write_model_file)
 from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
 
-__all__ = ["CALIBRATION_FACES", "WARN_MEAN_PX", "calibration_crops", "quantize_onnx", "export_onnx_int8"]
+__all__ = ["CALIBRATION_FACES", "CONVOLUTIONAL_PART", "QUANTISED_OPS", "WARN_MEAN_PX", "calibration_crops", "quantize_onnx", "export_onnx_int8"]
 
 log = logging.getLogger(__name__)
 
 #: training faces whose activations set the int8 ranges by default
 CALIBRATION_FACES = 64
+#: the operator types quantised, in the parts of :data:`CONVOLUTIONAL_PART` (convolutions anywhere)
+QUANTISED_OPS = ("Conv", "Add", "Relu", "Clip", "MaxPool")
+#: the parts (:func:`~pyg_sdfl.engine.onnx_export.node_stage`) whose activations run in int8
+CONVOLUTIONAL_PART = ("backbone", "map_to_node")
 #: mean |int8 - fp32| on the calibration crops (crop pixels) above which the export warns (measured: 0.11-0.17)
 WARN_MEAN_PX = 0.5
 
@@ -98,12 +110,16 @@ def quantize_onnx(data: bytes, calibration: np.ndarray, note: Optional[Dict[str,
         def get_next(self) -> Optional[Dict[str, np.ndarray]]:
             return next(self._batches, None)
 
+    stage = node_stages(source)  # by node name: quant_pre_process keeps the names, not the metadata
     with tempfile.TemporaryDirectory(prefix="pyg_sdfl_int8_") as tmp:
         fp32, prepared, int8 = (Path(tmp) / n for n in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
         fp32.write_bytes(data)
         quant_pre_process(str(fp32), str(prepared))
+        keep_fp32 = [n.name for n in onnx.load(str(prepared)).graph.node
+                     if n.op_type != "Conv" and stage.get(n.name, "other") not in CONVOLUTIONAL_PART]
         quantize_static(str(prepared), str(int8), _Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["Conv"],
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        op_types_to_quantize=list(QUANTISED_OPS), nodes_to_exclude=keep_fp32,
                         calibrate_method=CalibrationMethod.MinMax)
         proto = onnx.load(str(int8))
     del proto.metadata_props[:]
@@ -115,7 +131,8 @@ def quantize_onnx(data: bytes, calibration: np.ndarray, note: Optional[Dict[str,
                 - OnnxLandmarkModel(data, name="fp32 export")(crops)).abs().numpy()
     quantisation = {
         "method": "onnxruntime quantize_static, QDQ, MinMax calibration",
-        "quantised_ops": ["Conv"], "weights": "int8 per output channel", "activations": "uint8 per tensor",
+        "quantised_ops": list(QUANTISED_OPS), "quantised_parts": list(CONVOLUTIONAL_PART),
+        "weights": "int8 per output channel", "activations": "uint8 per tensor",
         "calibration_faces": int(len(calibration)),
         "max_px_difference_to_fp32": round(float(diff.max()), 4),
         "mean_px_difference_to_fp32": round(float(diff.mean()), 4),

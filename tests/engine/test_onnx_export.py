@@ -17,8 +17,28 @@ pytest.importorskip("onnxscript", reason="the [onnx] extra (onnxscript) is not i
 import onnx  # noqa: E402
 
 from pyg_sdfl.engine.checkpoint import load_model  # noqa: E402
-from pyg_sdfl.engine.onnx_export import METADATA_PREFIX, PARITY_ATOL_PX, export_onnx  # noqa: E402
+from pyg_sdfl.engine.onnx_export import METADATA_PREFIX, PARITY_ATOL_PX, export_onnx, node_stage, node_stages  # noqa: E402
 from pyg_sdfl.weights import pretrained_path  # noqa: E402
+
+
+def test_node_stage_reads_the_exported_module_path():
+    """The part of the model a node belongs to, from the module path the exporter records."""
+    stage = node_stage
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/backbone: pyg_sdfl.nn.backbones.Backbone/backbone.body: x") == "backbone"
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/head: pyg_sdfl.nn.heads.SDFLHead/head.map_to_node: y") == "map_to_node"
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/head: pyg_sdfl.nn.heads.SDFLHead/relu_4: aten.relu") == "graph_part"
+    assert stage(": pyg_sdfl.nn.model.LandmarkModel/sub_235: aten.sub.Tensor") == "graph_part"
+    assert stage("_empty_nn_module_stack_from_metadata_hook: sym_size") == "other"
+
+
+def test_every_node_of_an_export_has_its_part(tiny_onnx):
+    """The tiny model's export: each part present, and only the input's shape outside the model."""
+    model = onnx.load(tiny_onnx)
+    stages = node_stages(model)
+    assert set(stages) == {n.name for n in model.graph.node}
+    assert {"backbone", "map_to_node", "graph_part"} <= set(stages.values())
+    other = [n.op_type for n in model.graph.node if stages[n.name] == "other"]
+    assert set(other) <= {"Shape", "Gather", "Constant", "Squeeze", "Unsqueeze", "Concat"}, other
 
 
 def test_the_graph_has_no_scatter_and_a_dynamic_batch(tiny_onnx):
