@@ -15,8 +15,8 @@ CPU), one row per way of running it:
   (``use_graph_backend(model, "pyg")``): what the fused graph path buys;
 * ``onnx / fused / fp32`` -- ONNX Runtime on the model exported in memory (``backend="onnx"``);
 * ``onnx / fused / int8`` -- only with ``--int8`` (needs ``--root``): the static-int8 export
-  (:mod:`pyg_sdfl.engine.onnx_quantize`, ``pyg-sdfl export --onnx --int8``: convolutions int8 per
-  channel in ONNX Runtime's QDQ format, ranges calibrated on 64 training faces under ``--root``).
+  (:mod:`pyg_sdfl.engine.onnx_quantize`, ``pyg-sdfl export --onnx --int8``: backbone and map-to-node
+  int8 in ONNX Runtime's QDQ format, the graph part fp32, ranges calibrated on 64 training faces under ``--root``).
 
 Each row at batch 1 and at batch ``--batch`` (32), in ms per face:
 
@@ -149,7 +149,7 @@ class Row:
 
 
 def int8_landmarker(spec: str, workdir: Path, root: str) -> Landmarker:
-    """The model's static-int8 ONNX export (:mod:`pyg_sdfl.engine.onnx_quantize`: convolutions int8,
+    """The model's static-int8 ONNX export (:mod:`pyg_sdfl.engine.onnx_quantize`: the convolutional part int8,
     ranges calibrated on 64 training faces under ``root``), as a Landmarker."""
     from pyg_sdfl.engine.checkpoint import load_model
     from pyg_sdfl.engine.onnx_quantize import export_onnx_int8

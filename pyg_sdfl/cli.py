@@ -567,8 +567,9 @@ def _parser() -> argparse.ArgumentParser:
                           "kept); needs the [onnx] extra")
     exp.add_argument("--opset", type=int, default=18, help="with --onnx: the ONNX opset (default 18)")
     exp.add_argument("--int8", action="store_true",
-                     help="with --onnx: write the static-int8 model (convolutions int8, ranges calibrated on training "
-                          "faces of the model's dataset under --calibration-root; docs/predict.md)")
+                     help="with --onnx: write the static-int8 model (backbone and map-to-node int8, the graph part fp32; "
+                          "ranges calibrated on training faces of the model's dataset under --calibration-root; "
+                          "docs/predict.md)")
     exp.add_argument("--calibration-root", default=None,
                      help="with --int8: the dataset root whose training split calibrates the int8 ranges")
     exp.add_argument("--calibration-faces", type=int, default=None,
