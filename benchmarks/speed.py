@@ -97,6 +97,13 @@ from pyg_sdfl.weights import available_pretrained
 PRE = ("decode", "crop", "normalise")
 POST = ("to_pixels",)
 CPU = torch.device("cpu")
+_START = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr, with the seconds since the script started (the full run takes
+    minutes and prints its tables only at the end)."""
+    print(f"[{time.perf_counter() - _START:6.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -165,6 +172,7 @@ def int8_landmarker(spec: str, workdir: Path, root: str) -> Landmarker:
 def model_rows(spec: str, int8: bool, workdir: Path, root: Optional[str] = None) -> List[Row]:
     """The matrix rows of one model: torch fused fp32 / bf16, torch PyG fp32 (SDFL heads only), ONNX fp32 (+ int8).
     A model without an SDFL head has one graph path, labelled ``--``."""
+    progress(f"loading {spec}: torch fp32 / bf16, PyG, ONNX Runtime{' and the int8 export' if int8 else ''}")
     reference = load_landmarker(spec, "torch", "fp32")
     sdfl = use_graph_backend(reference.model, "pyg") > 0
     fused = "fused" if sdfl else "--"
@@ -630,6 +638,7 @@ def onnx_node_profile(rows: Sequence[Row], faces: Faces, args: argparse.Namespac
     for row in rows:
         if row.backend != "onnx" or row.precision != "fp32":
             continue
+        progress(f"ONNX Runtime per-node profile of {row.model}")
         data = onnx_model_bytes(load_model(model_file(row.model), backend="torch"))
         out[row.model] = {}
         for key, batch in zip(bkeys, (1, args.batch)):
@@ -661,8 +670,11 @@ def run_matrix(rows: Sequence[Row], faces: Faces, fl: Dict[str, Dict[str, Any]],
     predictor, skipped = dlib_predictor()
     if skipped:
         print(f"dlib skipped: {skipped}", file=sys.stderr)
-    timings = {bkeys[0]: time_matrix(rows, predictor, faces, 1, args.faces, args.repeats, args.warmup),
-               bkeys[1]: time_matrix(rows, predictor, faces, args.batch, args.batch, args.repeats, args.warmup)}
+    timings = {}
+    for key, batch, count in ((bkeys[0], 1, args.faces), (bkeys[1], args.batch, args.batch)):
+        progress(f"matrix at batch {batch}: {len(rows)} rows{' and dlib' if predictor is not None else ''}, "
+                 f"{args.warmup} warm-up + {args.repeats} interleaved rounds")
+        timings[key] = time_matrix(rows, predictor, faces, batch, count, args.repeats, args.warmup)
     diffs: Dict[str, float] = {}
     for spec in fl:
         diffs.update(max_px_diffs([r for r in rows if r.model == spec], faces, args.batch))
@@ -677,6 +689,7 @@ def run_staged(rows: Sequence[Row], samples: Sequence[FaceSample], boxes: np.nda
     for row in rows:
         if row.backend == "torch" and row.precision == "fp32":
             pipe = StagedPipeline(row.lm, row.graph)
+            progress(f"staged profile of {row.model}, {pipe.graph} graph path")
             staged.setdefault(row.model, {})[pipe.graph] = staged_profile(pipe, samples, boxes, args)
     return staged
 
