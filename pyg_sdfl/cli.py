@@ -68,7 +68,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                "crop_scale": float(cfg.dataset.crop_scale), "image_size": int(cfg.dataset.image_size),
                "precision": str(cfg.train.precision), "normalisation": str(cfg.evaluate.normalisation),
                "flip_test": bool(args.flip_test), "metrics": result["metrics"]}
-    if "quantization" in loaded.meta:  # an int8 ONNX export: fp32 interface, int8 convolutions
+    if "quantization" in loaded.meta:  # an int8 ONNX export: fp32 interface, int8 convolutional part
         payload["quantization"] = loaded.meta["quantization"]
     json.dump(payload, sys.stdout, indent=2)
     sys.stdout.write("\n")

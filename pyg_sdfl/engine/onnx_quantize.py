@@ -15,8 +15,8 @@ The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Run
   (:func:`~pyg_sdfl.engine.onnx_export.node_stages`); a node without it is left fp32 unless it is a
   convolution. ONNX Runtime runs the quantised convolutions as ``QLinearConv``, with int8
   dot-product instructions where the CPU has them (``avx512_vnni``, ``amx_int8``). Measured on the
-  256 px ``300w`` (2-core AMD EPYC, interleaved, 2026-12-07): 8.27 ms per face at batch 1 against
-  8.93 with the convolutions alone quantised (dequantise / requantise around every addition and
+  256 px ``300w`` (2-core AMD EPYC, interleaved, 2026-12-07): 7.99 ms per face at batch 1 against
+  8.61 with the convolutions alone quantised (8.27 against 8.93 in a second comparison) (dequantise / requantise around every addition and
   ReLU), test/lfpw NME 3.211% against 3.218% (fp32 3.210%); quantising the graph part's additions
   too cost 0.20 pp (3.419%).
 * **calibration:** the activation ranges (MinMax) come from ``count`` faces of the model's own
@@ -31,8 +31,9 @@ The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Run
 
 Measured on the shipped models (2-core AMD EPYC VM with avx512_vnni, ``benchmarks/speed.py
 --int8``): see the README's speed table. int8 is an export option, not a default: it changes
-the numbers slightly, and the small models gain nothing from it (their time at batch 1 is
-overhead, not arithmetic). Accuracy and speed were measured on CPUs with int8 dot products only; without them
+the numbers slightly (test/lfpw +0.001 to +0.013 pp on the shipped models), and it needs the
+training data to calibrate; the small models gain too (``300w-fast-160`` 0.83 against 1.14 ms at
+batch 1, interleaved). Accuracy and speed were measured on CPUs with int8 dot products only; without them
 (no ``avx512_vnni``, ``avx_vnni`` or ``amx_int8``) ONNX Runtime's u8s8 kernels can saturate and
 lose accuracy (its documentation suggests ``reduce_range`` there): check a file with ``pyg-sdfl
 evaluate --checkpoint FILE.onnx`` on the machine that will run it. A mean landmark change above
