@@ -67,6 +67,7 @@ def product_model(precision: str, size: int, seed: int = 0) -> bytes:
 
 
 def product_input(precision: str, size: int, seed: int = 1) -> np.ndarray:
+    """The ``A`` ``(size, size)`` fed to :func:`product_model`'s graph: uint8 for ``"int8"``, else float32."""
     rng = np.random.default_rng(seed)
     if precision == "int8":
         return rng.integers(0, 256, (size, size), dtype=np.uint8)

@@ -586,9 +586,9 @@ def attribute_node_times(events: Sequence[Dict[str, Any]], stage: Dict[str, str]
 
 
 def onnx_node_profile_one(data: bytes, x: np.ndarray, calls: int, warmup: int) -> Dict[str, Any]:
-    """ONNX Runtime's own profile of ``calls`` runs on ``x`` ``(B, 3, S, S)`` after ``warmup``
-    unprofiled runs, in a session built as :class:`~pyg_sdfl.engine.onnx_runtime.OnnxLandmarkModel`
-    builds its own: ms per face by stage (:func:`attribute_node_times`), the sum of node times and
+    """ONNX Runtime's own profile of ``calls`` runs on ``x`` ``(B, 3, S, S)`` after ``warmup`` runs
+    whose events are dropped, in a session built as :class:`~pyg_sdfl.engine.onnx_runtime.OnnxLandmarkModel`
+    builds its own (plus profiling): ms per face by stage (:func:`attribute_node_times`), the sum of node times and
     the wall time per face of the profiled runs (the sum is smaller: between nodes the runtime
     schedules, allocates and waits)."""
     import json
@@ -601,12 +601,9 @@ def onnx_node_profile_one(data: bytes, x: np.ndarray, calls: int, warmup: int) -
     batch = len(x)
     with tempfile.TemporaryDirectory() as tmp:
         options = session_options(torch.get_num_threads())
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x}
-        for _ in range(warmup):
-            session.run(None, feed)
         options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "ort")
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
         for _ in range(warmup):  # profiled too; their events are dropped below
             session.run(None, feed)
         start = time.perf_counter()

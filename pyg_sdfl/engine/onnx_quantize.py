@@ -16,9 +16,9 @@ The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Run
   convolution. ONNX Runtime runs the quantised convolutions as ``QLinearConv``, with int8
   dot-product instructions where the CPU has them (``avx512_vnni``, ``amx_int8``). Measured on the
   256 px ``300w`` (2-core AMD EPYC, interleaved, 2026-12-07): 7.99 ms per face at batch 1 against
-  8.61 with the convolutions alone quantised (8.27 against 8.93 in a second comparison) (dequantise / requantise around every addition and
-  ReLU), test/lfpw NME 3.211% against 3.218% (fp32 3.210%); quantising the graph part's additions
-  too cost 0.20 pp (3.419%).
+  8.61 with the convolutions alone quantised, which leaves a dequantise / requantise around every
+  addition and ReLU (8.27 against 8.93 in a second comparison); test/lfpw NME 3.211% against 3.218%
+  (fp32 3.210%). Quantising the graph part's additions too cost 0.20 pp (3.419%).
 * **calibration:** the activation ranges (MinMax) come from ``count`` faces of the model's own
   dataset's *training* split (never its test split), cropped as the model was trained and is
   evaluated: the landmark square times ``crop_scale``, no augmentation. The faces are spread evenly
