@@ -7,6 +7,7 @@
                      [--jsonl FILE [--resume]] [--detector NAME] [--passes K] [--workers N]
     pyg-sdfl video IN.mp4 [--out OUT.mp4] [--jsonl FILE] [--detector NAME] [--passes K]
     pyg-sdfl export --checkpoint RUN/best.ckpt [--out FILE]         the compact fp16 weights file
+    pyg-sdfl export --checkpoint FILE.pt --storage int8 --out F.pt  int8 weights, half the size again
     pyg-sdfl export --onnx [--checkpoint FILE | --model 300w-fast] [--out FILE.onnx]   an ONNX file with metadata
     pyg-sdfl export --onnx --int8 --calibration-root ../shared/data/300w --model 300w   its static-int8 model
     pyg-sdfl fit-box-mapping --root DIR [--detector NAME]            detection -> landmark square
@@ -167,7 +168,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not args.int8 and (args.calibration_root or args.calibration_faces is not None):
         raise ValueError("export: --calibration-root and --calibration-faces are for --int8")
     if args.int8 and not args.onnx:
-        raise ValueError("export: --int8 quantises an ONNX export; add --onnx")
+        raise ValueError("export: --int8 quantises an ONNX export; add --onnx (--storage int8 stores a weights "
+                         "file's weights in int8)")
+    if args.onnx and args.storage != "fp16":
+        raise ValueError("export: --storage is for the weights file, not for --onnx (use --int8 there)")
     if args.int8 and not args.calibration_root:
         raise ValueError("export: --int8 needs --calibration-root DIR, the dataset whose training faces set the int8 "
                          "ranges (e.g. ../shared/data/300w)")
@@ -199,7 +203,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else pretrained_path("300w")
     box_mapping = args.box_mapping if args.box_mapping else "default"
     written = export_pretrained(source, out, box_mapping=box_mapping, metrics=metrics, command=args.command_line,
-                                data=args.data, machine=machine, notes=args.notes)
+                                data=args.data, machine=machine, notes=args.notes, storage=args.storage)
     print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2)}))
     return 0
 
@@ -460,9 +464,9 @@ def _runtime_arguments(parser: argparse.ArgumentParser, default_precision: str) 
     """--model, --backend, --precision, --threads: which shipped model, what runs it, in which precision, on how
     many CPU threads."""
     parser.add_argument("--model", default=None, choices=_pretrained_names(),
-                        help="the shipped model when no --checkpoint is given: 300w (accurate, the default), "
-                             "300w-fast (small and fast) or 300w-fast-160 (the small network at 160 px: between the "
-                             "two); see docs/predict.md#speed")
+                        help="the shipped model when no --checkpoint is given: 300w (accurate, 256 px, the default), "
+                             "300w-160 (the accurate network at 160 px: 2.5x fewer FLOPs), 300w-fast (small and fast) "
+                             "or 300w-fast-160 (the small network at 160 px); see docs/predict.md#speed")
     parser.add_argument("--backend", default=None, choices=["torch", "onnx"],
                         help="torch, or onnx (ONNX Runtime, the [onnx] extra; a torch file is exported in memory "
                              "first); default: onnx for a .onnx --checkpoint, else torch")
@@ -558,7 +562,11 @@ def _parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write the compact fp16 weights file shipped in pyg_sdfl/weights/, or with "
                                         "--onnx an ONNX file")
     exp.add_argument("--checkpoint", default=None,
-                     help="training checkpoint (best.ckpt); with --onnx also an exported weights file")
+                     help="training checkpoint (best.ckpt), or an exported weights file (to change its --storage, or "
+                          "with --onnx)")
+    exp.add_argument("--storage", choices=["fp16", "int8"], default="fp16",
+                     help="how the weights file stores its tensors: fp16 (default), or int8 weights with one scale per "
+                          "output channel (half the size; pyg_sdfl/engine/weight_storage.py)")
     exp.add_argument("--model", default=None, choices=_pretrained_names(),
                      help="with --onnx: export a shipped model instead of --checkpoint")
     exp.add_argument("--onnx", action="store_true",

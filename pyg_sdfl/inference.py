@@ -360,8 +360,9 @@ class Landmarker:
 
     @classmethod
     def from_pretrained(cls, name: str = "300w", device: Union[str, torch.device] = "cpu", **kwargs: Any) -> "Landmarker":
-        """A model shipped in ``pyg_sdfl/weights/``: ``"300w"`` (accurate), ``"300w-fast"`` (small and
-        fast) or ``"300w-fast-160"`` (the small network at 160 px); :func:`pyg_sdfl.weights.available_pretrained` lists the names and
+        """A model shipped in ``pyg_sdfl/weights/``: ``"300w"`` (accurate, 256 px), ``"300w-160"`` (the
+        accurate network at 160 px), ``"300w-fast"`` (small and fast) or ``"300w-fast-160"`` (the small
+        network at 160 px); :func:`pyg_sdfl.weights.available_pretrained` lists the names and
         :data:`pyg_sdfl.weights.PRETRAINED` what each is. Keywords as :meth:`from_checkpoint`."""
         from pyg_sdfl.weights import pretrained_path
 

@@ -412,10 +412,33 @@ FAST = {"300w-fast": 128, "300w-fast-160": 160}  # the small models and their cr
 def test_shipped_models_are_listed_by_one_function():
     from pyg_sdfl.weights import PRETRAINED, available_pretrained
 
-    assert set(PRETRAINED) == {"300w", *FAST}
+    assert set(PRETRAINED) == {"300w", "300w-160", *FAST}
     assert available_pretrained() == [name for name in PRETRAINED if pretrained_path(name).is_file()]
-    with pytest.raises(ValueError, match=r"unknown pretrained model 'wflw'; known: \['300w', '300w-fast', '300w-fast-160'\]"):
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'wflw'; known: "
+                                         r"\['300w', '300w-160', '300w-fast', '300w-fast-160'\]"):
         pretrained_path("wflw")
+
+
+def test_the_160_px_accurate_model_is_int8_stored_and_predicts_real_faces(w300_root):
+    """300w-160: the accurate network at 160 px, its weights stored in int8 (format 2) to keep the
+    repository small; strict load, read back in fp32, and a loose NME bound on real LFPW test faces."""
+    from pyg_sdfl.data import read_300w
+    from pyg_sdfl.metrics import nme
+
+    path = pretrained_path("300w-160")
+    if not path.is_file():
+        pytest.skip(f"{path.name} is absent")
+    assert path.stat().st_size <= 15 * 2**20
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["format"] == 2 and raw["config"]["backbone"]["name"] == "resnet18" and raw["int8_scales"]
+    lm = Landmarker.from_pretrained("300w-160", precision="fp32")
+    assert lm.image_size == 160 and lm.scheme.num_points == 68 and lm.box_mapping is not None
+    assert all(p.dtype == torch.float32 for p in lm.model.parameters())
+    samples = read_300w(w300_root, folders=["test/lfpw"])[::28][:8]
+    preds = [lm.predict(s.load_image(), boxes=[np.concatenate([s.landmarks.min(axis=0), s.landmarks.max(axis=0)])])[0]
+             .landmarks for s in samples]
+    errors = nme(np.stack(preds), np.stack([s.landmarks for s in samples]), "300w")
+    assert errors.mean() < 0.06, errors
 
 
 @pytest.mark.parametrize("name", list(FAST))

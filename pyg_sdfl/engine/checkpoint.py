@@ -7,7 +7,9 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
      "scheme": "300w", "config": resolved config as a dict, "history": [...], "meta": {...}}
 
 An exported weights file (:mod:`pyg_sdfl.engine.export`) is the same kind of dict with
-``"kind": "pyg_sdfl.pretrained"``, fp16 tensors and only the model part of the config.
+``"kind": "pyg_sdfl.pretrained"``, fp16 tensors (or int8 weights with per-channel scales in
+``"int8_scales"``, ``"format": 2``: :mod:`pyg_sdfl.engine.weight_storage`) and only the model part
+of the config. :func:`load_checkpoint` reads int8-stored weights back to fp32.
 :func:`load_model` is the one function that turns either kind back into a model.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 
 from pyg_sdfl.config import CONFIG_DIR, compose
 from pyg_sdfl.engine.builders import build_model
+from pyg_sdfl.engine.weight_storage import INT8_STORAGE_FORMAT, read_stored_state
 from pyg_sdfl.graph import LandmarkGraph
 from pyg_sdfl.schemes import LandmarkScheme, get_scheme
 
@@ -47,7 +50,8 @@ __all__ = [
     "remove_stale_temporaries",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what save_checkpoint writes unless the payload names its own format
+NEWEST_FORMAT = INT8_STORAGE_FORMAT  # the newest format load_checkpoint reads (2: int8-stored weights)
 EXPORTED_KIND = "pyg_sdfl.pretrained"  # the "kind" entry of an exported weights file
 MODEL_SECTIONS = ("backbone", "head")  # taken whole from a file's config, never merged with defaults
 
@@ -115,8 +119,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                               f"{type(err).__name__}: {err}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a pyg_sdfl checkpoint (no 'model' entry)")
-    if state.get("format", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format {state['format']}, newer than this pyg_sdfl ({FORMAT_VERSION})")
+    if state.get("format", 0) > NEWEST_FORMAT:
+        raise CheckpointError(f"{path} has format {state['format']}, newer than this pyg_sdfl reads ({NEWEST_FORMAT})")
+    if "int8_scales" in state:  # an exported file with int8-stored weights: hand every reader fp32 tensors
+        try:
+            state["model"] = read_stored_state(state["model"], state.pop("int8_scales"))
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
     return state
 
 

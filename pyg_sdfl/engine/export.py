@@ -9,12 +9,16 @@ The file is a plain dict (``torch.load(weights_only=True)`` reads it, and so doe
 
     {"format": 1, "kind": "pyg_sdfl.pretrained",
      "model": state dict, floating tensors in fp16 (fp32 where a value would overflow fp16),
+              or with storage="int8" weight tensors in int8 ("format": 2, "int8_scales": {key: (O,) fp32}:
+              :mod:`pyg_sdfl.engine.weight_storage`),
      "graph": LandmarkGraph.to_dict(), "scheme": "300w",
      "config": {"dataset": {name, scheme, image_size, crop_scale, annotation_offset_x}, "backbone": ..., "head": ..., "graph": ...},
      "box_mapping": BoxMapping.to_dict() or None,
      "meta": {provenance: command, data, protocol, machine, wall time, epoch, metrics, versions, ...}}
 
-No optimiser state, RNG state or local paths of the training machine travel with it.
+No optimiser state, RNG state or local paths of the training machine travel with it. The source may
+also be an exported file (to change its storage): its provenance is carried over, and what is given
+here is added to it.
 """
 from __future__ import annotations
 
@@ -28,11 +32,11 @@ import torch
 from pyg_sdfl import __version__
 from pyg_sdfl.detection.mapping import BoxMapping, load_default_box_mapping
 from pyg_sdfl.engine.checkpoint import EXPORTED_KIND, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from pyg_sdfl.engine.weight_storage import INT8_STORAGE_FORMAT, STORAGES, store_state
 
 __all__ = ["MAX_SHIPPED_MB", "export_pretrained", "model_config"]
 
 MAX_SHIPPED_MB = 30.0
-_FP16_MAX = float(torch.finfo(torch.float16).max)
 
 
 def model_config(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -47,21 +51,6 @@ def model_config(config: Mapping[str, Any]) -> Dict[str, Any]:
         "head": dict(config["head"]),
         "graph": dict(config.get("graph", {})),
     }
-
-
-def _to_fp16(state: Mapping[str, torch.Tensor]) -> tuple:
-    out, kept = {}, []
-    for key, value in state.items():
-        if torch.is_tensor(value) and value.is_floating_point():
-            v = value.detach().cpu()
-            if v.numel() and float(v.abs().max()) > _FP16_MAX:
-                out[key] = v.float().clone()
-                kept.append(key)
-            else:
-                out[key] = v.half().clone()
-        else:
-            out[key] = value.detach().cpu().clone() if torch.is_tensor(value) else value
-    return out, kept
 
 
 def _plain(value: Any) -> Any:
@@ -89,16 +78,22 @@ def export_pretrained(
     machine: Optional[str] = None,
     notes: Optional[str] = None,
     max_mb: Optional[float] = MAX_SHIPPED_MB,
+    storage: str = "fp16",
 ) -> Path:
-    """Write the shipped weights file ``out`` from training checkpoint ``checkpoint``.
+    """Write the shipped weights file ``out`` from training checkpoint ``checkpoint`` (or from an
+    exported file, to change its storage; its provenance is kept and the given fields are added
+    under ``meta["re_export"]``).
 
     Args:
         box_mapping: a :class:`~pyg_sdfl.detection.BoxMapping`, a path to its JSON, ``None`` (none
-            stored), or ``"default"``: the package's ``haar_box_mapping.json`` if present.
+            stored), or ``"default"``: the package's ``haar_box_mapping.json`` if present (for an
+            exported source: the mapping it stores, if any).
         metrics: validation/test metrics to record (e.g. the run's ``results.json``).
         command, data, machine, notes: provenance, stored as given (``machine`` defaults to a
             description of this machine, marked as the exporting one).
         max_mb: refuse (``ValueError``, nothing written) a file whose tensors exceed this size.
+        storage: ``"fp16"`` or ``"int8"`` (weight tensors in int8 with per-channel scales, half the
+            size; :mod:`pyg_sdfl.engine.weight_storage`).
 
     The written file is re-read and loaded strictly into a freshly built model before returning.
     """
@@ -106,13 +101,15 @@ def export_pretrained(
     for key in ("config", "graph", "scheme"):
         if key not in ckpt:
             raise CheckpointError(f"{checkpoint} lacks {key!r}: not a pyg_sdfl training checkpoint")
-    state, kept_fp32 = _to_fp16(ckpt["model"])
-    size_mb = sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v)) / 2**20
+    state, scales, kept_fp32 = store_state(ckpt["model"], storage)
+    size_mb = sum(v.numel() * v.element_size() for v in (*state.values(), *scales.values()) if torch.is_tensor(v)) / 2**20
     if max_mb is not None and size_mb > max_mb:
         raise ValueError(f"the exported weights would take {size_mb:.1f} MB, over the {max_mb} MB limit")
 
+    re_export = ckpt.get("kind") == EXPORTED_KIND
     if isinstance(box_mapping, str) and box_mapping == "default":
-        box_mapping = load_default_box_mapping()
+        stored = ckpt.get("box_mapping") if re_export else None
+        box_mapping = BoxMapping.from_dict(stored) if stored is not None else load_default_box_mapping()
     elif isinstance(box_mapping, (str, Path)):
         box_mapping = BoxMapping.load(box_mapping)
     if box_mapping is not None and not isinstance(box_mapping, BoxMapping):
@@ -121,6 +118,10 @@ def export_pretrained(
     config = model_config(ckpt["config"])
     ds = config["dataset"]
     old_meta = dict(ckpt.get("meta") or {})
+    if re_export:  # the training's provenance stays, what is given is added
+        meta = _re_export_meta(old_meta, Path(checkpoint).name, command, data, machine, metrics, notes, storage,
+                               kept_fp32)
+        return _write(out, ckpt, state, scales, config, box_mapping, meta)
     meta = {
         "source_checkpoint": Path(checkpoint).name,
         "epoch": ckpt.get("epoch"),
@@ -136,10 +137,43 @@ def export_pretrained(
         "metrics": _plain(metrics) if metrics is not None else None,
         "training_config": _plain({k: ckpt["config"].get(k) for k in ("train", "loss", "seed")}),
         "notes": notes,
-        "storage": "fp16" + (f" (fp32: {kept_fp32})" if kept_fp32 else ""),
-        "exported_at_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"pyg_sdfl": __version__, "torch": torch.__version__},
+        "storage": _storage_note(storage, kept_fp32),
+        "exported_at_utc": _now(),
+        "versions": _versions(),
     }
+    return _write(out, ckpt, state, scales, config, box_mapping, meta)
+
+
+def _storage_note(storage: str, kept_fp32: list) -> str:
+    note = {"fp16": "fp16", "int8": "int8 weights with per-channel fp32 scales, other tensors fp16"}[storage]
+    return note + (f" (fp32: {kept_fp32})" if kept_fp32 else "")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> Dict[str, str]:
+    return {"pyg_sdfl": __version__, "torch": torch.__version__}
+
+
+def _re_export_meta(old: Dict[str, Any], source: str, command: Optional[str], data: Optional[str],
+                    machine: Optional[str], metrics: Optional[Mapping[str, Any]], notes: Optional[str],
+                    storage: str, kept_fp32: list) -> Dict[str, Any]:
+    """An exported file's provenance, carried into its re-export: the given fields are added under
+    ``re_export`` (the training's own command, data, machine and metrics stay as they were)."""
+    meta = dict(old)
+    meta["re_export"] = {
+        "source": source, "source_storage": old.get("storage"), "source_exported_at_utc": old.get("exported_at_utc"),
+        "command": command, "data": data, "machine": machine,
+        "metrics": _plain(metrics) if metrics is not None else None, "notes": notes,
+    }
+    meta.update(storage=_storage_note(storage, kept_fp32), exported_at_utc=_now(), versions=_versions())
+    return meta
+
+
+def _write(out: Union[str, Path], ckpt: Mapping[str, Any], state: Dict[str, Any], scales: Dict[str, torch.Tensor],
+           config: Dict[str, Any], box_mapping: Optional[BoxMapping], meta: Dict[str, Any]) -> Path:
     payload = {
         "kind": EXPORTED_KIND,
         "model": state,
@@ -149,6 +183,8 @@ def export_pretrained(
         "box_mapping": _plain(box_mapping.to_dict()) if box_mapping is not None else None,
         "meta": _plain(meta),
     }
+    if scales:
+        payload.update({"format": INT8_STORAGE_FORMAT, "int8_scales": scales})
     out = save_checkpoint(payload, out)
     out.chmod(0o644)  # a file to ship: readable by all (the atomic write creates it 0600)
     _verify(out)

@@ -43,3 +43,51 @@ def test_export_refuses_a_file_that_is_not_a_training_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="lacks 'config'"):
         export_pretrained(tmp_path / "bare.pt", tmp_path / "w.pt")
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_int8_storage_halves_the_file_and_loads_back_close(tiny_ckpt, tmp_path):
+    fp16 = export_pretrained(tiny_ckpt, tmp_path / "fp16.pt")
+    out = export_pretrained(tiny_ckpt, tmp_path / "int8.pt", storage="int8")
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    int8 = sorted(k for k, v in raw["model"].items() if v.dtype == torch.int8)
+    assert raw["format"] == 2 and int8 and sorted(raw["int8_scales"]) == int8
+    assert raw["meta"]["storage"].startswith("int8 weights")
+    assert out.stat().st_size < 0.75 * fp16.stat().st_size
+    a, b = load_model(fp16), load_model(out)
+    stored = raw["model"][int8[0]].float() * raw["int8_scales"][int8[0]].view(-1, *[1] * (raw["model"][int8[0]].dim() - 1))
+    assert torch.equal(b.model.state_dict()[int8[0]], stored)  # read back as s_o q, in fp32
+    images = torch.randn(2, 3, a.image_size, a.image_size)
+    with torch.no_grad():
+        assert (a.model(images) - b.model(images)).abs().max() < 0.05 * a.image_size
+
+
+def test_a_pyg_sdfl_without_int8_storage_refuses_the_file(tiny_ckpt, tmp_path, monkeypatch):
+    """Format 2 keeps an older reader from loading the raw integers as weights."""
+    from pyg_sdfl.engine import checkpoint
+
+    out = export_pretrained(tiny_ckpt, tmp_path / "int8.pt", storage="int8")
+    monkeypatch.setattr(checkpoint, "NEWEST_FORMAT", 1)
+    with pytest.raises(CheckpointError, match="has format 2, newer than this pyg_sdfl reads"):
+        load_model(out)
+
+
+def test_an_int8_file_with_a_lost_scale_is_one_clear_error(tiny_ckpt, tmp_path):
+    raw = torch.load(export_pretrained(tiny_ckpt, tmp_path / "int8.pt", storage="int8"), weights_only=True)
+    lost = sorted(raw["int8_scales"])[0]
+    del raw["int8_scales"][lost]
+    torch.save(raw, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match=r"broken\.pt: int8 storage is inconsistent: .*without scales \['"
+                       + lost.replace(".", r"\.")):
+        load_model(tmp_path / "broken.pt")
+
+
+def test_re_exporting_an_exported_file_keeps_its_provenance(tiny_ckpt, tmp_path):
+    first = export_pretrained(tiny_ckpt, tmp_path / "fp16.pt", command="tiny run", data="synthetic faces",
+                              metrics={"test": {"nme": 0.5}})
+    again = export_pretrained(first, tmp_path / "int8.pt", storage="int8", command="pyg-sdfl export --storage int8",
+                              notes="smaller")
+    meta = torch.load(again, weights_only=True)["meta"]
+    assert meta["command"] == "tiny run" and meta["data"] == "synthetic faces" and meta["metrics"] == {"test": {"nme": 0.5}}
+    assert meta["re_export"]["command"] == "pyg-sdfl export --storage int8" and meta["re_export"]["notes"] == "smaller"
+    assert meta["re_export"]["source"] == "fp16.pt" and meta["re_export"]["source_storage"] == "fp16"
+    assert torch.load(again, weights_only=True)["box_mapping"] == torch.load(first, weights_only=True)["box_mapping"]
