@@ -141,3 +141,31 @@ def test_calibration_faces_come_from_the_training_split_spread_evenly(w300_root)
     np.testing.assert_array_equal(crops, np.stack([expected[i]["image"].numpy() for i in range(5)]))
     with pytest.raises(ValueError, match="at least one face"):
         calibration_crops(loaded, w300_root, count=0)
+
+
+def test_int8_stored_weights_are_not_rounded_again(tiny_ckpt, tmp_path):
+    """A weights file stored in int8 (engine.weight_storage), exported and statically quantised:
+    each int8 convolution weight is the stored integers, up to a per-channel sign (BatchNorm's
+    negative factors folded in), not a second rounding of them."""
+    from onnx import numpy_helper
+
+    from pyg_sdfl.engine.export import export_pretrained
+    from pyg_sdfl.engine.onnx_export import export_onnx
+
+    stored_file = export_pretrained(tiny_ckpt, tmp_path / "int8.pt", storage="int8")
+    stored = {k: v.numpy().astype(np.int64) for k, v in torch.load(stored_file, weights_only=True)["model"].items()
+              if v.dtype == torch.int8}
+    crops = np.random.default_rng(0).standard_normal((6, 3, 64, 64)).astype(np.float32)
+    graph = onnx.load_from_string(quantize_onnx(export_onnx(stored_file, tmp_path / "w.onnx").read_bytes(), crops,
+                                                {"calibration_split": "random test crops"})).graph
+    compared = 0
+    for tensor in graph.initializer:
+        name = tensor.name.removesuffix("_quantized")
+        if tensor.data_type != onnx.TensorProto.INT8 or name not in stored:
+            continue
+        onnx_q, q = numpy_helper.to_array(tensor).astype(np.int64), stored[name]
+        rows, ref = onnx_q.reshape(len(onnx_q), -1), q.reshape(len(q), -1)
+        sign = np.where((rows * ref).sum(1, keepdims=True) < 0, -1, 1)
+        assert np.array_equal(rows, sign * ref), name
+        compared += 1
+    assert compared >= 5, f"only {compared} int8 weights found by name"
