@@ -10,6 +10,7 @@
     pyg-sdfl export --checkpoint FILE.pt --storage int8 --out F.pt  int8 weights, half the size again
     pyg-sdfl export --onnx [--checkpoint FILE | --model 300w-fast] [--out FILE.onnx]   an ONNX file with metadata
     pyg-sdfl export --onnx --int8 --calibration-root ../shared/data/300w --model 300w   its static-int8 model
+    pyg-sdfl export --onnx --int8 --calibration-images photos/ --model 300w-160    calibrated on your own photos
     pyg-sdfl fit-box-mapping --root DIR [--detector NAME]            detection -> landmark square
 
 Errors print one line on stderr and exit with code 2. ``predict`` processes every image even when
@@ -165,16 +166,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.model and not args.onnx:  # the fp16 path writes into pyg_sdfl/weights/ by default: never from itself
         raise ValueError("export: --model NAME is for --onnx; the fp16 weights file is made from a training "
                          "checkpoint (--checkpoint RUN/best.ckpt)")
-    if not args.int8 and (args.calibration_root or args.calibration_faces is not None):
-        raise ValueError("export: --calibration-root and --calibration-faces are for --int8")
+    if not args.int8 and (args.calibration_root or args.calibration_images or args.calibration_faces is not None):
+        raise ValueError("export: --calibration-root, --calibration-images and --calibration-faces are for --int8")
     if args.int8 and not args.onnx:
         raise ValueError("export: --int8 quantises an ONNX export; add --onnx (--storage int8 stores a weights "
                          "file's weights in int8)")
     if args.onnx and args.storage != "fp16":
         raise ValueError("export: --storage is for the weights file, not for --onnx (use --int8 there)")
-    if args.int8 and not args.calibration_root:
+    if args.int8 and bool(args.calibration_root) == bool(args.calibration_images):
         raise ValueError("export: --int8 needs --calibration-root DIR, the dataset whose training faces set the int8 "
-                         "ranges (e.g. ../shared/data/300w)")
+                         "ranges (e.g. ../shared/data/300w), or --calibration-images DIR, a folder of photos with "
+                         "faces (one of the two)")
     source = Path(args.checkpoint) if args.checkpoint else pretrained_path(args.model)
     if args.onnx:
         from pyg_sdfl.engine.onnx_export import export_onnx
@@ -184,7 +186,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path(default)
         if args.int8:
             count = CALIBRATION_FACES if args.calibration_faces is None else args.calibration_faces
-            written = export_onnx_int8(source, out, args.calibration_root, count, opset=args.opset)
+            if args.calibration_images:
+                written = _export_int8_from_images(source, out, args.calibration_images, count, args.opset)
+            else:
+                written = export_onnx_int8(source, out, args.calibration_root, count, opset=args.opset)
         else:
             written = export_onnx(source, out, opset=args.opset)
         print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2), "opset": args.opset}))
@@ -206,6 +211,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                 data=args.data, machine=machine, notes=args.notes, storage=args.storage)
     print(json.dumps({"out": str(written), "size_mb": round(written.stat().st_size / 2**20, 2)}))
     return 0
+
+
+def _export_int8_from_images(source: Path, out: Path, folder: str, count: int, opset: int) -> Path:
+    """--int8 --calibration-images: the faces of a folder of photos set the int8 ranges."""
+    from pyg_sdfl.calibration_faces import calibration_crops_from_images
+    from pyg_sdfl.engine.onnx_quantize import export_onnx_int8_from_crops
+    from pyg_sdfl.inference import Landmarker
+
+    landmarker = Landmarker.from_checkpoint(source, precision="fp32", backend="torch")
+    print(f"pyg-sdfl export: finding {count} calibration faces under {folder} "
+          f"(detector {landmarker.detector_name})", file=sys.stderr)
+    crops, record = calibration_crops_from_images(landmarker, folder, count)
+    print(f"pyg-sdfl export: {record['faces']} faces from {record['images_visited']} images "
+          f"({record['images_without_face']} without a face, {record['unreadable_images']} unreadable)", file=sys.stderr)
+    note = {"calibration_split": "images", **record}
+    return export_onnx_int8_from_crops(source, out, crops, note, opset)
 
 
 def _predict_out_path(out: Path, index: int, count: int) -> Path:
@@ -580,8 +601,12 @@ def _parser() -> argparse.ArgumentParser:
                           "docs/predict.md)")
     exp.add_argument("--calibration-root", default=None,
                      help="with --int8: the dataset root whose training split calibrates the int8 ranges")
+    exp.add_argument("--calibration-images", default=None,
+                     help="with --int8, instead of --calibration-root: a folder of photos (searched recursively) whose "
+                          "faces, found by the default detector and cropped around the fp32 model's landmarks, set the "
+                          "int8 ranges: no labelled dataset needed")
     exp.add_argument("--calibration-faces", type=int, default=None,
-                     help="with --int8: how many training faces calibrate the ranges (default 64)")
+                     help="with --int8: how many faces calibrate the ranges (default 64)")
     exp.add_argument("--out", default=None,
                      help="output file (default: the package's pyg_sdfl/weights/sdfl_300w.pt; with --onnx: "
                           "<source name>.onnx in the current folder)")

@@ -9,7 +9,8 @@ Layers, lowest first; a module may import from its own layer or a lower one, nev
     2  nn                                              modules: tensors in, tensors out
     3  engine                                          builders, training, evaluation, checkpoints, export
     4  inference, tracking, studies, image_folder,     Landmarker and its tracker; graph/probe/occlusion/
-       video                                           comparison studies; folders of images and video files
+       video, calibration_faces                        comparison studies; folders of images and video files;
+                                                       int8 calibration faces from photos
     5  experiment                                      the Hydra entry point
     6  cli                                             nothing imports it
 
@@ -33,7 +34,7 @@ LAYERS: Dict[str, int] = {
     "data": 1, "graph": 1, "metrics": 1, "losses": 1, "detection": 1, "peers": 1, "plotting": 1,
     "nn": 2,
     "engine": 3,
-    "inference": 4, "tracking": 4, "studies": 4, "image_folder": 4, "video": 4,
+    "inference": 4, "tracking": 4, "studies": 4, "image_folder": 4, "video": 4, "calibration_faces": 4,
     "experiment": 5,
     "cli": 6,
 }

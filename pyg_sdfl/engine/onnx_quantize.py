@@ -22,7 +22,9 @@ The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Run
 * **calibration:** the activation ranges (MinMax) come from ``count`` faces of the model's own
   dataset's *training* split (never its test split), cropped as the model was trained and is
   evaluated: the landmark square times ``crop_scale``, no augmentation. The faces are spread evenly
-  over the split, so the choice is deterministic.
+  over the split, so the choice is deterministic. Without the dataset, any folder of photos will do
+  (``--calibration-images DIR``: :mod:`pyg_sdfl.calibration_faces` finds the faces and crops them the
+  same way around the fp32 model's own predictions; :func:`export_onnx_int8_from_crops`).
 * **metadata:** the file carries the fp32 export's ``pyg_sdfl.*`` entries (scheme, graph, crop
   protocol, provenance), so it loads wherever an ONNX export does (``Landmarker``, ``pyg-sdfl
   predict/evaluate --checkpoint FILE``), plus ``pyg_sdfl.quantization`` (JSON): the method, the
@@ -56,7 +58,8 @@ from pyg_sdfl.engine.onnx_export import (METADATA_PREFIX, ONNX_OPSET, PARITY_ATO
                                          onnx_model_bytes, require_onnx, write_model_file)
 from pyg_sdfl.engine.onnx_runtime import OnnxLandmarkModel
 
-__all__ = ["CALIBRATION_FACES", "CONVOLUTIONAL_PART", "QUANTISED_OPS", "WARN_MEAN_PX", "calibration_crops", "quantize_onnx", "export_onnx_int8"]
+__all__ = ["CALIBRATION_FACES", "CONVOLUTIONAL_PART", "QUANTISED_OPS", "WARN_MEAN_PX", "calibration_crops", "quantize_onnx", "export_onnx_int8",
+           "export_onnx_int8_from_crops"]
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +162,31 @@ def export_onnx_int8(
     """Export ``source`` to ONNX in memory (fp32, parity-checked against torch as
     :func:`~pyg_sdfl.engine.onnx_export.export_onnx` does) and write its static-int8 model, calibrated on ``count`` training faces of its
     dataset under ``calibration_root``, to ``out``. Returns ``out``."""
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)
-    if loaded.backend != "torch":
-        raise ValueError(f"{loaded.path} is already an ONNX model: quantise its torch checkpoint or weights file instead")
+    loaded = _torch_model(source)
     crops = calibration_crops(loaded, calibration_root, count)
     note = {"calibration_split": "train", "calibration_dataset": str(loaded.config.dataset.name),
             "calibration_root": str(calibration_root)}
+    return export_onnx_int8_from_crops(loaded, out, crops, note, opset)
+
+
+def export_onnx_int8_from_crops(
+    source: Union[str, os.PathLike, LoadedModel],
+    out: Union[str, os.PathLike],
+    crops: np.ndarray,
+    note: Dict[str, Any],
+    opset: int = ONNX_OPSET,
+) -> Path:
+    """:func:`export_onnx_int8` with calibration crops ``(K, 3, S, S)`` given (e.g. faces of
+    unlabelled photos: :func:`pyg_sdfl.calibration_faces.calibration_crops_from_images`); ``note``
+    says where they came from and is stored in the file's ``pyg_sdfl.quantization`` metadata."""
+    loaded = _torch_model(source)
     fp32 = onnx_model_bytes(loaded, opset)
     check_parity(fp32, loaded, PARITY_ATOL_PX)  # the fp32 export reproduces torch before it is quantised
     return write_model_file(quantize_onnx(fp32, crops, note), out)
+
+
+def _torch_model(source: Union[str, os.PathLike, LoadedModel]) -> LoadedModel:
+    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    if loaded.backend != "torch":
+        raise ValueError(f"{loaded.path} is already an ONNX model: quantise its torch checkpoint or weights file instead")
+    return loaded

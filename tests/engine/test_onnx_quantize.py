@@ -119,8 +119,13 @@ def test_cli_int8_needs_onnx_and_a_calibration_root(tiny_ckpt):
     no_root = export("--onnx", "--int8")
     assert no_root.returncode == 2 and "--int8 needs --calibration-root DIR" in no_root.stderr
     no_int8 = export("--onnx", "--calibration-root", "somewhere")
-    assert no_int8.returncode == 2 and "--calibration-root and --calibration-faces are for --int8" in no_int8.stderr
-    assert "Traceback" not in no_onnx.stderr + no_root.stderr + no_int8.stderr
+    assert no_int8.returncode == 2 and "--calibration-root, --calibration-images and --calibration-faces are for " \
+        "--int8" in no_int8.stderr
+    both = export("--onnx", "--int8", "--calibration-root", "somewhere", "--calibration-images", "photos")
+    assert both.returncode == 2 and "(one of the two)" in both.stderr
+    storage = export("--onnx", "--storage", "int8")
+    assert storage.returncode == 2 and "--storage is for the weights file, not for --onnx" in storage.stderr
+    assert "Traceback" not in no_onnx.stderr + no_root.stderr + no_int8.stderr + both.stderr + storage.stderr
 
 
 def test_an_onnx_file_is_not_quantised_again(tiny_onnx, tmp_path):
@@ -169,3 +174,28 @@ def test_int8_stored_weights_are_not_rounded_again(tiny_ckpt, tmp_path):
         assert np.array_equal(rows, sign * ref), name
         compared += 1
     assert compared >= 5, f"only {compared} int8 weights found by name"
+
+
+@pytest.mark.skipif(not pretrained_path("300w-fast").is_file(), reason="the shipped 300w-fast weights are absent")
+def test_cli_int8_calibrated_on_a_folder_of_photos(w300_root, tmp_path):
+    """--calibration-images: unlabelled photos (300-W training images copied without their .pts)
+    calibrate the int8 export, and the file records where its faces came from."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pyg_sdfl.data import read_300w
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, s in enumerate(read_300w(w300_root, folders=["train/afw"])[:3]):
+        shutil.copy(s.image, photos / f"{i}{s.image.suffix}")
+    out = tmp_path / "fast_int8.onnx"
+    run = subprocess.run([sys.executable, "-m", "pyg_sdfl.cli", "export", "--onnx", "--int8", "--model", "300w-fast",
+                          "--calibration-images", str(photos), "--calibration-faces", "3", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "3 faces from 3 images (0 without a face, 0 unreadable)" in run.stderr
+    note = load_model(out).meta["quantization"]
+    assert note["calibration_split"] == "images" and note["calibration_faces"] == 3
+    assert note["calibration_images"] == str(photos) and note["faces"] == 3
