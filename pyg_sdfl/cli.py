@@ -163,9 +163,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("export: give exactly one of --checkpoint FILE and --model NAME")
-    if args.model and not args.onnx:  # the fp16 path writes into pyg_sdfl/weights/ by default: never from itself
-        raise ValueError("export: --model NAME is for --onnx; the fp16 weights file is made from a training "
-                         "checkpoint (--checkpoint RUN/best.ckpt)")
+    if args.model and not args.onnx:  # the weights-file path writes into pyg_sdfl/weights/ by default: never from itself
+        raise ValueError("export: --model NAME is for --onnx; a weights file is made from a training checkpoint or "
+                         "an exported weights file (--checkpoint FILE)")
     if not args.int8 and (args.calibration_root or args.calibration_images or args.calibration_faces is not None):
         raise ValueError("export: --calibration-root, --calibration-images and --calibration-faces are for --int8")
     if args.int8 and not args.onnx:
@@ -205,6 +205,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     machine = args.machine
     if machine is None and isinstance(metrics, dict):
         machine = (metrics.get("meta") or {}).get("machine")
+    if args.out is None and _is_exported_file(source):
+        raise ValueError(f"export: {source} is an exported weights file: give --out FILE (the default output is the "
+                         "shipped 300w model, pyg_sdfl/weights/sdfl_300w.pt)")
     out = Path(args.out) if args.out else pretrained_path("300w")
     box_mapping = args.box_mapping if args.box_mapping else "default"
     written = export_pretrained(source, out, box_mapping=box_mapping, metrics=metrics, command=args.command_line,
@@ -213,8 +216,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_exported_file(path: Path) -> bool:
+    from pyg_sdfl.engine.checkpoint import EXPORTED_KIND, load_checkpoint
+
+    return load_checkpoint(path).get("kind") == EXPORTED_KIND
+
+
 def _export_int8_from_images(source: Path, out: Path, folder: str, count: int, opset: int) -> Path:
     """--int8 --calibration-images: the faces of a folder of photos set the int8 ranges."""
+    if source.suffix.lower() == ".onnx":
+        raise ValueError(f"export: {source} is already an ONNX model: quantise its torch checkpoint or weights file")
     from pyg_sdfl.calibration_faces import calibration_crops_from_images
     from pyg_sdfl.engine.onnx_quantize import export_onnx_int8_from_crops
     from pyg_sdfl.inference import Landmarker
@@ -585,7 +596,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--checkpoint", default=None,
                      help="training checkpoint (best.ckpt), or an exported weights file (to change its --storage, or "
                           "with --onnx)")
-    exp.add_argument("--storage", choices=["fp16", "int8"], default="fp16",
+    exp.add_argument("--storage", choices=["fp16", "int8"], default="fp16",  # weight_storage.STORAGES (tested)
                      help="how the weights file stores its tensors: fp16 (default), or int8 weights with one scale per "
                           "output channel (half the size; pyg_sdfl/engine/weight_storage.py)")
     exp.add_argument("--model", default=None, choices=_pretrained_names(),

@@ -100,6 +100,10 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> List[Path]:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; one clear line for missing or foreign files.
 
+    Weights stored in int8 (``"int8_scales"``, :mod:`pyg_sdfl.engine.weight_storage`) come back in
+    fp32 as ``s_o q`` and the scales entry is dropped, so every reader sees float tensors; an int8
+    tensor without its scale is a :class:`CheckpointError`.
+
     Never falls back to ``weights_only=False`` (which can run arbitrary code) and never advises it.
     """
     path = Path(path)
@@ -121,11 +125,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path} is not a pyg_sdfl checkpoint (no 'model' entry)")
     if state.get("format", 0) > NEWEST_FORMAT:
         raise CheckpointError(f"{path} has format {state['format']}, newer than this pyg_sdfl reads ({NEWEST_FORMAT})")
-    if "int8_scales" in state:  # an exported file with int8-stored weights: hand every reader fp32 tensors
-        try:
-            state["model"] = read_stored_state(state["model"], state.pop("int8_scales"))
-        except ValueError as err:
-            raise CheckpointError(f"{path}: {err}") from None
+    try:  # int8-stored weights (engine.weight_storage) read back in fp32; int8 without scales is refused
+        state["model"] = read_stored_state(state["model"], state.pop("int8_scales", {}))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return state
 
 

@@ -32,7 +32,7 @@ import torch
 from pyg_sdfl import __version__
 from pyg_sdfl.detection.mapping import BoxMapping, load_default_box_mapping
 from pyg_sdfl.engine.checkpoint import EXPORTED_KIND, CheckpointError, load_checkpoint, load_model, save_checkpoint
-from pyg_sdfl.engine.weight_storage import INT8_STORAGE_FORMAT, STORAGES, store_state
+from pyg_sdfl.engine.weight_storage import INT8_STORAGE_FORMAT, store_state
 
 __all__ = ["MAX_SHIPPED_MB", "export_pretrained", "model_config"]
 
@@ -97,6 +97,8 @@ def export_pretrained(
 
     The written file is re-read and loaded strictly into a freshly built model before returning.
     """
+    if Path(out).resolve() == Path(checkpoint).resolve():
+        raise ValueError(f"export would overwrite its own source {checkpoint}: give another output file")
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     for key in ("config", "graph", "scheme"):
         if key not in ckpt:
@@ -108,8 +110,11 @@ def export_pretrained(
 
     re_export = ckpt.get("kind") == EXPORTED_KIND
     if isinstance(box_mapping, str) and box_mapping == "default":
-        stored = ckpt.get("box_mapping") if re_export else None
-        box_mapping = BoxMapping.from_dict(stored) if stored is not None else load_default_box_mapping()
+        if re_export:  # the mapping the file stores, or none if it stores none
+            stored = ckpt.get("box_mapping")
+            box_mapping = BoxMapping.from_dict(stored) if stored is not None else None
+        else:
+            box_mapping = load_default_box_mapping()
     elif isinstance(box_mapping, (str, Path)):
         box_mapping = BoxMapping.load(box_mapping)
     if box_mapping is not None and not isinstance(box_mapping, BoxMapping):
@@ -165,6 +170,7 @@ def _re_export_meta(old: Dict[str, Any], source: str, command: Optional[str], da
     meta = dict(old)
     meta["re_export"] = {
         "source": source, "source_storage": old.get("storage"), "source_exported_at_utc": old.get("exported_at_utc"),
+        "source_versions": old.get("versions"), "earlier_re_export": old.get("re_export"),
         "command": command, "data": data, "machine": machine,
         "metrics": _plain(metrics) if metrics is not None else None, "notes": notes,
     }

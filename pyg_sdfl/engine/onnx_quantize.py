@@ -33,8 +33,8 @@ The fp32 export of :mod:`pyg_sdfl.engine.onnx_export` is quantised with ONNX Run
 
 Measured on the shipped models (2-core AMD EPYC VM with avx512_vnni, ``benchmarks/speed.py
 --int8``): see the README's speed table. int8 is an export option, not a default: it changes
-the numbers slightly (test/lfpw +0.001 to +0.013 pp on the shipped models), and it needs the
-training data to calibrate; the small models gain too (``300w-fast-160`` 0.83 against 1.14 ms at
+the numbers slightly (test/lfpw +0.001 to +0.013 pp on the shipped models), and it needs faces
+to calibrate (the training data, or any folder of photos); the small models gain too (``300w-fast-160`` 0.83 against 1.14 ms at
 batch 1, interleaved). Accuracy and speed were measured on CPUs with int8 dot products only; without them
 (no ``avx512_vnni``, ``avx_vnni`` or ``amx_int8``) ONNX Runtime's u8s8 kernels can saturate and
 lose accuracy (its documentation suggests ``reduce_range`` there): check a file with ``pyg-sdfl
@@ -84,8 +84,8 @@ def calibration_crops(loaded: LoadedModel, root: Union[str, os.PathLike], count:
     name = str(loaded.config.dataset.name)
     samples = load_dataset(name, root, split)
     if not samples:
-        raise ValueError(f"no {split} faces of {name!r} under {root}: the int8 calibration needs the dataset the "
-                         "model was trained on (--calibration-root)")
+        raise ValueError(f"no {split} faces of {name!r} under {root}: --calibration-root needs the dataset the "
+                         "model was trained on (without it, --calibration-images DIR takes any folder of photos)")
     picks = np.unique(np.linspace(0, len(samples) - 1, min(int(count), len(samples))).round().astype(int))
     dataset = LandmarkDataset([samples[i] for i in picks], loaded.scheme, loaded.image_size, loaded.crop_scale,
                               augment=None)
@@ -180,6 +180,9 @@ def export_onnx_int8_from_crops(
     unlabelled photos: :func:`pyg_sdfl.calibration_faces.calibration_crops_from_images`); ``note``
     says where they came from and is stored in the file's ``pyg_sdfl.quantization`` metadata."""
     loaded = _torch_model(source)
+    if crops.ndim != 4 or tuple(crops.shape[1:]) != (3, loaded.image_size, loaded.image_size):
+        raise ValueError(f"calibration crops must be (K, 3, {loaded.image_size}, {loaded.image_size}) for this model; "
+                         f"got {tuple(crops.shape)}")
     fp32 = onnx_model_bytes(loaded, opset)
     check_parity(fp32, loaded, PARITY_ATOL_PX)  # the fp32 export reproduces torch before it is quantised
     return write_model_file(quantize_onnx(fp32, crops, note), out)

@@ -2,8 +2,9 @@ r"""How a shipped weights file stores its tensors: fp16, or int8 weights with on
 
 ``"fp16"`` (the default of :func:`pyg_sdfl.engine.export.export_pretrained`) halves an fp32 state
 dict; a value beyond fp16's range stays fp32. ``"int8"`` halves it again for the weight matrices and
-convolution kernels: every floating tensor of at least two dimensions and :data:`INT8_MIN_NUMEL`
-elements is stored as
+convolution kernels: every floating ``*.weight`` tensor of at least two dimensions and
+:data:`INT8_MIN_NUMEL` elements is stored, per its first dimension (the output channels of a Conv
+or Linear weight), as
 
 .. math::
     q_{o,\ldots} = \operatorname{round}\big(w_{o,\ldots} / s_o\big) \in [-127, 127], \qquad
@@ -17,7 +18,7 @@ BatchNorm statistics and other small tensors stay fp16 as in the ``"fp16"`` stor
 The grid is the one a symmetric per-channel int8 quantiser (ONNX Runtime's static quantisation
 among them) derives from the read-back weights, so exporting such a file to int8 ONNX does not
 round the weights a second time. Measured on the 160 px 300-W model: test/lfpw NME 3.2959% ->
-3.2968%, validation 3.5578% -> 3.5581% (README, Speed).
+3.2968%, validation 3.5578% -> 3.5581% (README, Train and evaluate; docs/results.md, Speed).
 
 A file with int8 tensors has ``"format": 2`` (:data:`INT8_STORAGE_FORMAT`), so that a pyg_sdfl
 that predates this storage refuses it instead of loading the raw integers as weights;
@@ -65,8 +66,8 @@ def store_state(state: Mapping[str, Any], storage: str = "fp16") -> Tuple[Dict[s
     """A state dict as a shipped file stores it: ``(stored state, int8 scales by key, keys kept in fp32)``.
 
     ``storage="fp16"``: floating tensors in fp16 (fp32 where a value exceeds fp16's range), no scales.
-    ``storage="int8"``: as fp16, except weight tensors (two or more dimensions, at least
-    :data:`INT8_MIN_NUMEL` elements) in int8 with their per-channel scales (module docstring).
+    ``storage="int8"``: as fp16, except ``*.weight`` tensors of two or more dimensions and at least
+    :data:`INT8_MIN_NUMEL` elements, in int8 with their per-channel scales (module docstring).
     Non-floating tensors (BatchNorm's ``num_batches_tracked``) and non-tensors pass unchanged.
     """
     if storage not in STORAGES:
@@ -79,7 +80,7 @@ def store_state(state: Mapping[str, Any], storage: str = "fp16") -> Tuple[Dict[s
             out[key] = value.detach().cpu().clone() if torch.is_tensor(value) else value
             continue
         v = value.detach().cpu()
-        if storage == "int8" and v.dim() >= 2 and v.numel() >= INT8_MIN_NUMEL:
+        if storage == "int8" and key.endswith("weight") and v.dim() >= 2 and v.numel() >= INT8_MIN_NUMEL:
             out[key], scales[key] = quantise_per_channel(v)
         elif v.numel() and float(v.abs().max()) > _FP16_MAX:
             out[key] = v.float().clone()

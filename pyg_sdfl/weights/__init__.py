@@ -7,7 +7,7 @@
                              tensors stored in int8 with per-channel scales, :mod:`pyg_sdfl.engine.weight_storage`):
                              ``Landmarker.from_pretrained("300w-160")``
     sdfl_300w_fast.pt        the small, fast 300-W model (half-width MobileNetV2, 128 px, the light
-                             head, distilled from the 160 px sdfl_300w.pt shipped until 2026-12-07, commit a93cf26:
+                             head, distilled from the 160 px sdfl_300w.pt shipped until 2026-12-07, commit a93cf26 (now sdfl_300w_160.pt):
                              ``experiment=fast_300w_light_distill``):
                              ``Landmarker.from_pretrained("300w-fast")``
     sdfl_300w_fast_160.pt    the same network at 160 px, distilled the same way: more accurate than

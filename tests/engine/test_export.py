@@ -91,3 +91,33 @@ def test_re_exporting_an_exported_file_keeps_its_provenance(tiny_ckpt, tmp_path)
     assert meta["re_export"]["command"] == "pyg-sdfl export --storage int8" and meta["re_export"]["notes"] == "smaller"
     assert meta["re_export"]["source"] == "fp16.pt" and meta["re_export"]["source_storage"] == "fp16"
     assert torch.load(again, weights_only=True)["box_mapping"] == torch.load(first, weights_only=True)["box_mapping"]
+
+
+def test_int8_tensors_without_any_scales_are_refused(tiny_ckpt, tmp_path):
+    """A format-2 file whose scales entry is gone must not load its raw integers as weights."""
+    raw = torch.load(export_pretrained(tiny_ckpt, tmp_path / "int8.pt", storage="int8"), weights_only=True)
+    del raw["int8_scales"]
+    torch.save(raw, tmp_path / "no_scales.pt")
+    with pytest.raises(CheckpointError, match=r"no_scales\.pt: int8 storage is inconsistent: .*int8 tensors without scales"):
+        load_model(tmp_path / "no_scales.pt")
+
+
+def test_re_export_keeps_an_absent_box_mapping_and_never_overwrites_its_source(tiny_ckpt, tmp_path):
+    first = export_pretrained(tiny_ckpt, tmp_path / "none.pt", box_mapping=None)
+    again = export_pretrained(first, tmp_path / "int8.pt", storage="int8")
+    assert torch.load(again, weights_only=True)["box_mapping"] is None
+    before = first.read_bytes()
+    with pytest.raises(ValueError, match="would overwrite its own source"):
+        export_pretrained(first, first, storage="int8")
+    assert first.read_bytes() == before
+
+
+def test_cli_storage_int8_and_a_re_export_needs_out(tiny_ckpt, tmp_path, capsys):
+    from pyg_sdfl.cli import main
+
+    out = tmp_path / "int8.pt"
+    assert main(["export", "--checkpoint", str(tiny_ckpt), "--storage", "int8", "--out", str(out)]) == 0
+    assert torch.load(out, weights_only=True)["format"] == 2
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(out), "--storage", "fp16"]) == 2
+    assert "is an exported weights file: give --out FILE" in capsys.readouterr().err

@@ -49,14 +49,15 @@ def test_store_state_int8_keeps_small_and_integer_tensors_out():
     state = {
         "conv.weight": torch.randn(32, 16, 3, 3),  # 4608 elements: int8
         "small.weight": torch.randn(4, 4),  # below INT8_MIN_NUMEL: fp16
-        "bn.running_var": torch.rand(32),  # one dimension: fp16
+        "bn.running_var": torch.rand(2048),  # one dimension (however long): fp16
+        "gat.att_src": torch.randn(1, 4, 512),  # not a "weight": fp16
         "bn.num_batches_tracked": torch.tensor(7),  # integer: unchanged
         "huge.bias": torch.tensor([1e6, 1.0]),  # beyond fp16: fp32
     }
     assert state["small.weight"].numel() < INT8_MIN_NUMEL <= state["conv.weight"].numel()
     stored, scales, kept = store_state(state, "int8")
     assert stored["conv.weight"].dtype == torch.int8 and set(scales) == {"conv.weight"}
-    assert stored["small.weight"].dtype == stored["bn.running_var"].dtype == torch.float16
+    assert stored["small.weight"].dtype == stored["bn.running_var"].dtype == stored["gat.att_src"].dtype == torch.float16
     assert stored["bn.num_batches_tracked"].dtype == torch.int64 and kept == ["huge.bias"]
     back = read_stored_state(stored, scales)
     assert back["conv.weight"].dtype == torch.float32
@@ -68,10 +69,20 @@ def test_store_state_int8_keeps_small_and_integer_tensors_out():
 def test_store_state_refuses_an_unknown_storage_and_inconsistent_scales():
     with pytest.raises(ValueError, match=r"storage must be one of \('fp16', 'int8'\); got 'int4'"):
         store_state({}, "int4")
-    stored, scales, _ = store_state({"w": torch.randn(64, 32)}, "int8")
-    with pytest.raises(ValueError, match=r"int8 tensors without scales \['w'\]"):
+    stored, scales, _ = store_state({"fc.weight": torch.randn(64, 32)}, "int8")
+    with pytest.raises(ValueError, match=r"int8 tensors without scales \['fc.weight'\]"):
         read_stored_state(stored, {})
     with pytest.raises(ValueError, match=r"scales without tensors \['v'\]"):
         read_stored_state(stored, {**scales, "v": torch.ones(2)})
     with pytest.raises(ValueError, match="two or more dimensions"):
         quantise_per_channel(torch.ones(5))
+
+
+def test_the_cli_offers_exactly_the_storages(capsys):
+    from pyg_sdfl.cli import main
+    from pyg_sdfl.engine.weight_storage import STORAGES
+
+    with pytest.raises(SystemExit):
+        main(["export", "--checkpoint", "x.ckpt", "--storage", "int4"])
+    offered = capsys.readouterr().err.split("choose from ")[1].split(")")[0]
+    assert [c.strip(" '") for c in offered.split(",")] == list(STORAGES)
