@@ -409,6 +409,18 @@ def test_shipped_weights_on_real_test_faces(w300_root):
 FAST = {"300w-fast": 128, "300w-fast-160": 160}  # the small models and their crop sizes
 
 
+def lfpw_errors_in_landmark_boxes(lm: Landmarker, w300_root) -> np.ndarray:
+    """Per-face NME (inter-ocular) of ``lm`` on 8 LFPW test faces (never trained or selected on),
+    each given its ground-truth landmark box: the accuracy protocol's crop, one pass."""
+    from pyg_sdfl.data import read_300w
+    from pyg_sdfl.metrics import nme
+
+    samples = read_300w(w300_root, folders=["test/lfpw"])[::28][:8]
+    preds = [lm.predict(s.load_image(), boxes=[np.concatenate([s.landmarks.min(axis=0), s.landmarks.max(axis=0)])])[0]
+             .landmarks for s in samples]
+    return nme(np.stack(preds), np.stack([s.landmarks for s in samples]), "300w")
+
+
 def test_shipped_models_are_listed_by_one_function():
     from pyg_sdfl.weights import PRETRAINED, available_pretrained
 
@@ -440,16 +452,9 @@ def test_the_160_px_accurate_model_is_int8_stored_and_loads_strictly():
 def test_the_160_px_accurate_model_predicts_real_faces(w300_root):
     """A loose NME bound on real LFPW test faces (never trained or selected on), through the
     accuracy protocol's crop."""
-    from pyg_sdfl.data import read_300w
-    from pyg_sdfl.metrics import nme
-
     if not pretrained_path("300w-160").is_file():
         pytest.skip("sdfl_300w_160.pt is absent")
-    lm = Landmarker.from_pretrained("300w-160", precision="fp32")
-    samples = read_300w(w300_root, folders=["test/lfpw"])[::28][:8]
-    preds = [lm.predict(s.load_image(), boxes=[np.concatenate([s.landmarks.min(axis=0), s.landmarks.max(axis=0)])])[0]
-             .landmarks for s in samples]
-    errors = nme(np.stack(preds), np.stack([s.landmarks for s in samples]), "300w")
+    errors = lfpw_errors_in_landmark_boxes(Landmarker.from_pretrained("300w-160", precision="fp32"), w300_root)
     assert errors.mean() < 0.06, errors
 
 
@@ -457,9 +462,6 @@ def test_the_160_px_accurate_model_predicts_real_faces(w300_root):
 def test_fast_model_loads_strictly_is_small_and_predicts_real_faces(name, w300_root):
     """A small model: under 10 MB, strict load, and on real LFPW test faces (never trained or
     selected on) a loose bound on the NME through the accuracy protocol's crop."""
-    from pyg_sdfl.data import read_300w
-    from pyg_sdfl.metrics import nme
-
     path = pretrained_path(name)
     if not path.is_file():
         pytest.skip(f"{path.name} is absent")
@@ -468,10 +470,7 @@ def test_fast_model_loads_strictly_is_small_and_predicts_real_faces(name, w300_r
     assert raw["scheme"] == "300w" and raw["config"]["backbone"]["name"] == "mobilenetv2_050"
     lm = Landmarker.from_pretrained(name, precision="fp32", detector="haar")
     assert lm.image_size == FAST[name] and lm.scheme.num_points == 68
-    samples = read_300w(w300_root, folders=["test/lfpw"])[::28][:8]
-    preds = [lm.predict(s.load_image(), boxes=[np.concatenate([s.landmarks.min(axis=0), s.landmarks.max(axis=0)])])[0]
-             .landmarks for s in samples]
-    errors = nme(np.stack(preds), np.stack([s.landmarks for s in samples]), "300w")
+    errors = lfpw_errors_in_landmark_boxes(lm, w300_root)
     assert errors.mean() < 0.08, errors
 
 
